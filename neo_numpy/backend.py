@@ -1,0 +1,66 @@
+"""The one place that picks the array library: NumPy on the CPU, or CuPy on an NVIDIA GPU.
+
+Everything else receives a `Backend` and calls `backend.xp.<function>`; the model's math never asks which one it is.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BackendError
+
+DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str  # "numpy" or "cupy"
+    xp: object  # the array module: numpy or cupy
+    dtype: object  # storage dtype of the weights; activations, scores and softmax are float32
+
+    def asarray(self, host_array):
+        """Move a host (NumPy) array onto the backend's device, in the weights' dtype when it is floating point."""
+        dtype = self.dtype if np.issubdtype(host_array.dtype, np.floating) else None
+        return self.xp.asarray(host_array, dtype=dtype)
+
+    def to_host(self, array) -> np.ndarray:
+        """Bring a backend array back as a NumPy array (a no-op on the CPU)."""
+        return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
+def get_backend(name: str = "numpy", dtype: str = "float32") -> Backend:
+    """Return the backend `name` ("numpy" or "cupy") storing weights in `dtype`."""
+    if dtype not in DTYPES:
+        raise BackendError(f"dtype {dtype!r} is not supported; choose one of {', '.join(DTYPES)}.")
+    if name == "numpy":
+        if dtype != "float32":
+            raise BackendError(f"the NumPy backend computes in float32 only; dtype {dtype!r} is for the CuPy backend.")
+        return Backend("numpy", np, np.float32)
+    if name == "cupy":
+        return _cupy_backend(dtype)
+    raise BackendError(f"backend {name!r} is unknown; choose 'numpy' or 'cupy'.")
+
+
+def _cupy_backend(dtype: str) -> Backend:
+    try:
+        import cupy
+    except ImportError:
+        raise BackendError("the CuPy backend needs CuPy: pip install cupy-cuda12x (for CUDA 12) and an NVIDIA GPU.") from None
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            raise BackendError("the CuPy backend needs an NVIDIA GPU, and CUDA reports none.")
+    except cupy.cuda.runtime.CUDARuntimeError as error:
+        raise BackendError(f"the CuPy backend cannot reach a GPU ({error}).") from None
+    _keep_tf32_off()
+    storage = {"float32": cupy.float32, "float16": cupy.float16}.get(dtype)
+    if storage is None:
+        raise BackendError("bfloat16 storage needs a CuPy with bfloat16 support; use dtype='float16' or 'float32'.")
+    return Backend("cupy", cupy, storage)
+
+
+def _keep_tf32_off() -> None:
+    """CuPy uses TF32 tensor cores for float32 matmuls only when CUPY_TF32=1; we refuse to enable it silently."""
+    import os
+
+    if os.environ.get("CUPY_TF32", "0") != "0":
+        raise BackendError("CUPY_TF32 is set: TF32 matmuls would break float32 parity; unset it to use the CuPy backend.")

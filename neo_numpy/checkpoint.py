@@ -1,0 +1,157 @@
+"""Load GPT-Neo's weights from a checkpoint folder, checking every name and shape against the config.
+
+A folder holds config.json and either model.safetensors or model.safetensors.index.json plus its shards.
+Names follow transformers' GPTNeoForCausalLM (../shared/GUIDE.md §1), for example
+"transformer.h.0.attn.attention.q_proj.weight". Linear weights stay in PyTorch's [out, in] layout: y = x @ W.T + b.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import NeoConfig
+from .errors import CheckpointError
+from .safetensors_reader import read_header, read_tensor
+
+IGNORED_SUFFIXES = ("attn.attention.bias", "attn.attention.masked_bias")  # causal-mask buffers in older files
+
+
+@dataclass
+class LayerWeights:
+    """One transformer block's parameters. Shapes for the 125M model (hidden 768, inner 3072) in comments."""
+
+    kind: str  # "global" or "local" attention
+    ln_1_weight: object  # [768]
+    ln_1_bias: object  # [768]
+    q_proj: object  # [768, 768]  (no bias)
+    k_proj: object  # [768, 768]  (no bias)
+    v_proj: object  # [768, 768]  (no bias)
+    out_proj_weight: object  # [768, 768]
+    out_proj_bias: object  # [768]
+    ln_2_weight: object  # [768]
+    ln_2_bias: object  # [768]
+    c_fc_weight: object  # [3072, 768]
+    c_fc_bias: object  # [3072]
+    c_proj_weight: object  # [768, 3072]
+    c_proj_bias: object  # [768]
+
+
+@dataclass
+class NeoWeights:
+    wte: object  # [vocab, hidden]  token embeddings, also the output head (tied)
+    wpe: object  # [positions, hidden]  position embeddings
+    layers: list  # [LayerWeights] * num_layers
+    ln_f_weight: object  # [hidden]
+    ln_f_bias: object  # [hidden]
+    lm_head: object  # [vocab, hidden]: wte itself unless the file stores a separate lm_head.weight
+
+
+LAYER_TENSORS = {  # LayerWeights field -> (name inside "transformer.h.{i}.", shape from the config)
+    "ln_1_weight": ("ln_1.weight", lambda c: (c.hidden_size,)),
+    "ln_1_bias": ("ln_1.bias", lambda c: (c.hidden_size,)),
+    "q_proj": ("attn.attention.q_proj.weight", lambda c: (c.hidden_size, c.hidden_size)),
+    "k_proj": ("attn.attention.k_proj.weight", lambda c: (c.hidden_size, c.hidden_size)),
+    "v_proj": ("attn.attention.v_proj.weight", lambda c: (c.hidden_size, c.hidden_size)),
+    "out_proj_weight": ("attn.attention.out_proj.weight", lambda c: (c.hidden_size, c.hidden_size)),
+    "out_proj_bias": ("attn.attention.out_proj.bias", lambda c: (c.hidden_size,)),
+    "ln_2_weight": ("ln_2.weight", lambda c: (c.hidden_size,)),
+    "ln_2_bias": ("ln_2.bias", lambda c: (c.hidden_size,)),
+    "c_fc_weight": ("mlp.c_fc.weight", lambda c: (c.intermediate_size, c.hidden_size)),
+    "c_fc_bias": ("mlp.c_fc.bias", lambda c: (c.intermediate_size,)),
+    "c_proj_weight": ("mlp.c_proj.weight", lambda c: (c.hidden_size, c.intermediate_size)),
+    "c_proj_bias": ("mlp.c_proj.bias", lambda c: (c.hidden_size,)),
+}
+
+
+def expected_shapes(config: NeoConfig) -> dict:
+    """Every tensor a GPT-Neo checkpoint must hold, name -> shape."""
+    shapes = {
+        "transformer.wte.weight": (config.vocab_size, config.hidden_size),
+        "transformer.wpe.weight": (config.max_position_embeddings, config.hidden_size),
+        "transformer.ln_f.weight": (config.hidden_size,),
+        "transformer.ln_f.bias": (config.hidden_size,),
+    }
+    for i in range(config.num_layers):
+        for name, shape_of in LAYER_TENSORS.values():
+            shapes[f"transformer.h.{i}.{name}"] = shape_of(config)
+    return shapes
+
+
+def find_tensors(folder: Path) -> dict:
+    """{name: TensorEntry} over model.safetensors, or over every shard listed in model.safetensors.index.json."""
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if single.is_file():
+        return read_header(single)
+    if index.is_file():
+        return _read_sharded(index)
+    if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.ckpt")):
+        raise CheckpointError(
+            f"{folder} holds only PyTorch pickle weights, which neo_numpy does not load (unpickling can run code); "
+            "convert them with transformers: GPTNeoForCausalLM.from_pretrained(folder).save_pretrained(folder) writes model.safetensors."
+        )
+    raise CheckpointError(f"{folder} has no model.safetensors or model.safetensors.index.json.")
+
+
+def _read_sharded(index: Path) -> dict:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{index} is not a readable safetensors index ({error}).") from None
+    entries = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = index.parent / shard
+        if not shard_path.is_file():
+            raise CheckpointError(f"{shard_path} is listed in {index.name} but missing.")
+        entries.update(read_header(shard_path))
+    missing = sorted(set(weight_map) - set(entries))
+    if missing:
+        raise CheckpointError(f"tensor {missing[0]!r} is listed in {index} but absent from its shard {weight_map[missing[0]]}.")
+    return entries
+
+
+def load_weights(folder: Path, config: NeoConfig, to_device) -> NeoWeights:
+    """Read, check and place every tensor. `to_device` turns a float32 host array into the backend's array."""
+    entries = _canonical_names(find_tensors(folder))
+    shapes = expected_shapes(config)
+    _check_names_and_shapes(entries, shapes, config, folder)
+
+    def tensor(name):
+        return to_device(read_tensor(entries[name], name))
+
+    layers = []
+    for i, kind in enumerate(config.attention_layers):
+        fields = {field: tensor(f"transformer.h.{i}.{name}") for field, (name, _) in LAYER_TENSORS.items()}
+        layers.append(LayerWeights(kind=kind, **fields))
+    wte = tensor("transformer.wte.weight")
+    lm_head = tensor("lm_head.weight") if "lm_head.weight" in entries else wte
+    return NeoWeights(
+        wte=wte,
+        wpe=tensor("transformer.wpe.weight"),
+        layers=layers,
+        ln_f_weight=tensor("transformer.ln_f.weight"),
+        ln_f_bias=tensor("transformer.ln_f.bias"),
+        lm_head=lm_head,
+    )
+
+
+def _canonical_names(entries: dict) -> dict:
+    """Drop the old mask buffers; add the "transformer." prefix that files saved from GPTNeoModel lack."""
+    entries = {name: entry for name, entry in entries.items() if not name.endswith(IGNORED_SUFFIXES)}
+    if "transformer.wte.weight" not in entries and "wte.weight" in entries:
+        entries = {(name if name == "lm_head.weight" else f"transformer.{name}"): entry for name, entry in entries.items()}
+    return entries
+
+
+def _check_names_and_shapes(entries: dict, shapes: dict, config: NeoConfig, folder: Path) -> None:
+    allowed = dict(shapes, **{"lm_head.weight": (config.vocab_size, config.hidden_size)})
+    missing = [name for name in shapes if name not in entries]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(f"{folder} is not a complete GPT-Neo checkpoint: tensor {missing[0]!r}{more} is missing.")
+    for name, entry in entries.items():
+        if name not in allowed:
+            raise CheckpointError(f"{folder} holds tensor {name!r}, which is not part of GPT-Neo: is this another architecture?")
+        if entry.shape != allowed[name]:
+            raise CheckpointError(
+                f"tensor {name!r} in {entry.path} has shape {list(entry.shape)}, but config.json implies {list(allowed[name])}."
+            )

@@ -1,0 +1,112 @@
+"""Turn a model name into a local checkpoint folder, downloading from the Hugging Face Hub when needed.
+
+"125M", "1.3B" and "2.7B" name EleutherAI's released models; any other "owner/name" is a hub repo id; anything
+that exists on disk is used as it is. Downloads go to the project's weights/ folder (or $NEO_NUMPY_WEIGHTS).
+"""
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from .errors import ModelNotFoundError
+
+SHORT_NAMES = {
+    "125m": "EleutherAI/gpt-neo-125m",
+    "1.3b": "EleutherAI/gpt-neo-1.3B",
+    "2.7b": "EleutherAI/gpt-neo-2.7B",
+}
+DEFAULT_MODEL = "125M"
+
+# Only what neo_numpy reads: the config, the safetensors weights (single or sharded) and the tokenizer files.
+FILES_NEEDED = [
+    "config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "model-*.safetensors",
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+]
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def weights_dir() -> Path:
+    """Where downloaded checkpoints go: $NEO_NUMPY_WEIGHTS, or weights/ at the top of the project."""
+    return Path(os.environ.get("NEO_NUMPY_WEIGHTS") or Path(__file__).resolve().parent.parent / "weights")
+
+
+def resolve_model_dir(name_or_path) -> Path:
+    """Return a local folder holding the checkpoint `name_or_path`, downloading it if it is a hub model not yet here."""
+    name = str(name_or_path)
+    local = Path(name).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ModelNotFoundError(f"{local} is a file; pass the checkpoint folder that contains config.json instead.")
+        return local
+    repo_id = SHORT_NAMES.get(name.lower(), name)
+    if not REPO_ID.match(repo_id) or name.startswith((".", "/", "~")):
+        raise ModelNotFoundError(
+            f"{local} does not exist: pass an existing checkpoint folder, a hub id like EleutherAI/gpt-neo-125m, or one of 125M, 1.3B, 2.7B."
+        )
+    return _from_hub(repo_id)
+
+
+def _from_hub(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    target = weights_dir() / repo_id.split("/")[-1]
+    if _is_complete(target):
+        return target
+    try:  # a copy already in the Hugging Face cache (~/.cache/huggingface) needs no network
+        cached = Path(snapshot_download(repo_id, allow_patterns=FILES_NEEDED, local_files_only=True))
+        if _is_complete(cached):
+            return cached
+    except Exception:
+        pass
+    if _offline():
+        raise ModelNotFoundError(
+            f"{repo_id} is not in {target} or the Hugging Face cache, and HF_HUB_OFFLINE is set; "
+            "download it on a connected machine or pass a local checkpoint folder with --model."
+        )
+    try:
+        print(f"Downloading {repo_id} into {target} ...", flush=True, file=sys.stderr)
+        snapshot_download(repo_id, allow_patterns=FILES_NEEDED, local_dir=target)
+    except Exception as error:
+        raise ModelNotFoundError(_download_failure(repo_id, error)) from None
+    return target
+
+
+def _is_complete(folder: Path) -> bool:
+    """True when `folder` has a config.json and its safetensors weights, single or with every shard of the index."""
+    if not (folder / "config.json").is_file():
+        return False
+    if (folder / "model.safetensors").is_file():
+        return True
+    index = folder / "model.safetensors.index.json"
+    if not index.is_file():
+        return False
+    try:
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return all((folder / shard).is_file() for shard in shards)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _download_failure(repo_id: str, error: Exception) -> str:
+    kind = type(error).__name__
+    if kind in ("RepositoryNotFoundError", "GatedRepoError"):
+        return f"{repo_id} is not a model repository the Hugging Face Hub will serve; check the name or pass a local folder."
+    if kind == "RevisionNotFoundError":
+        return f"{repo_id} has no such revision on the Hugging Face Hub."
+    return (
+        f"could not download {repo_id} from the Hugging Face Hub ({kind}); "
+        "check the network connection, or pass a local checkpoint folder with --model."
+    )

@@ -1,0 +1,72 @@
+"""GPT-Neo's building blocks as plain functions on arrays.
+
+Shapes use B = batch, T = query positions, S = key positions, D = hidden size, H = heads, Dh = D // H, F = MLP width.
+The functions only use operators, array methods and NumPy ufuncs/functions, which CuPy arrays also answer
+(NumPy hands them to CuPy through the __array_ufunc__ / __array_function__ protocols), so the same code runs on
+both backends without asking which one it is on.
+"""
+
+import numpy as np
+
+MASKED_SCORE = float(np.finfo(np.float32).min)  # what transformers writes into disallowed attention scores
+GELU_SCALE = float(np.sqrt(2.0 / np.pi))  # Python floats keep float32 arrays float32 (NumPy 2 promotion rules)
+
+
+def layer_norm(x, weight, bias, eps: float):
+    """Normalise each position's vector to mean 0 and (biased) variance 1, then scale and shift.  x: [..., D]"""
+    mean = x.mean(axis=-1, keepdims=True)  # [..., 1]
+    centered = x - mean  # [..., D]
+    variance = (centered * centered).mean(axis=-1, keepdims=True)  # [..., 1]  divides by D, not D - 1
+    return centered / np.sqrt(variance + eps) * weight + bias  # [..., D]
+
+
+def linear(x, weight, bias=None):
+    """y = x @ W.T + b with PyTorch's [out, in] weight layout.  x: [..., in] -> [..., out], always float32.
+
+    With float16 weights (GPU) the product runs in the weights' dtype and the result comes back as float32.
+    """
+    y = x.astype(weight.dtype, copy=False) @ weight.T  # [..., out]
+    if bias is not None:
+        y = y + bias
+    return y.astype(np.float32, copy=False)
+
+
+def gelu_new(x):
+    """GPT-2's tanh approximation of GELU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1.0 + np.tanh(GELU_SCALE * (x + 0.044715 * (x * x * x))))
+
+
+def softmax(scores):
+    """Softmax over the last axis, after subtracting the row maximum so exp never overflows."""
+    exps = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return exps / exps.sum(axis=-1, keepdims=True)
+
+
+def split_heads(x, num_heads: int):
+    """[B, T, D] -> [B, H, T, Dh]"""
+    batch, length, width = x.shape
+    return x.reshape(batch, length, num_heads, width // num_heads).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x):
+    """[B, H, T, Dh] -> [B, T, D]"""
+    batch, heads, length, head_dim = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(batch, length, heads * head_dim)
+
+
+def attention(q, k, v, allowed):
+    """Masked softmax attention WITHOUT the usual 1/sqrt(Dh) scaling (GPT-Neo never had it).
+
+    q: [B, H, T, Dh]; k, v: [B, H, S, Dh]; allowed: bool [B, 1, T, S], True where query t may see key s.
+    Returns [B, H, T, Dh]. Scores and softmax are float32 whatever the weights' dtype.
+    """
+    scores = q.astype(np.float32, copy=False) @ k.astype(np.float32, copy=False).swapaxes(-1, -2)  # [B, H, T, S]
+    scores = np.where(allowed, scores, MASKED_SCORE)  # [B, H, T, S]
+    weights = softmax(scores)  # [B, H, T, S]
+    return weights.astype(v.dtype, copy=False) @ v  # [B, H, T, Dh]
+
+
+def mlp(x, layer):
+    """c_proj(gelu_new(c_fc(x))).  x: [B, T, D] -> [B, T, F] -> [B, T, D]"""
+    inner = gelu_new(linear(x, layer.c_fc_weight, layer.c_fc_bias))  # [B, T, F]
+    return linear(inner, layer.c_proj_weight, layer.c_proj_bias)  # [B, T, D]
