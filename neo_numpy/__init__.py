@@ -3,5 +3,6 @@
 from .config import NeoConfig
 from .errors import BackendError, CheckpointError, InputError, ModelNotFoundError, NeoNumpyError
 from .model import NeoModel, load_model
+from .tokenizer import NeoTokenizer, load_tokenizer
 
-__all__ = ["NeoConfig", "NeoModel", "load_model", "NeoNumpyError", "CheckpointError", "ModelNotFoundError", "InputError", "BackendError"]
+__all__ = ["NeoConfig", "NeoModel", "load_model", "load_tokenizer", "NeoTokenizer", "NeoNumpyError", "CheckpointError", "ModelNotFoundError", "InputError", "BackendError"]

@@ -6,6 +6,8 @@ memory stays bounded however long the text grows. The order of keys inside the r
 a weighted sum over keys, and the mask says which slots hold a real, visible key.
 """
 
+import numpy as np
+
 
 class LayerCache:
     """Keys and values of one layer.  keys, values: [B, H, slots, Dh]; slot_visible: bool [B, slots]."""
@@ -68,3 +70,12 @@ def prefill_masks(xp, key_visible, window_size: int):
     local_window = causal & (key > query - window_size)  # [T, T]
     real_key = key_visible[:, None, None, :]  # [B, 1, 1, T]
     return {"global": causal & real_key, "local": local_window & real_key}
+
+
+def positions_from_mask(attention_mask):
+    """Position ids that count real tokens only: cumsum(mask) - 1, with padding set to 1 as transformers does.
+
+    [[0, 0, 1, 1, 1]] -> [[1, 1, 0, 1, 2]]
+    """
+    positions = np.cumsum(attention_mask, axis=1) - 1
+    return np.where(attention_mask == 0, 1, positions)

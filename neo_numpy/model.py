@@ -10,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
+from . import generation
 from .backend import get_backend
-from .cache import KVCache, prefill_masks
+from .cache import KVCache, positions_from_mask, prefill_masks
 from .checkpoint import load_weights
 from .config import NeoConfig
 from .errors import InputError
 from .hub import DEFAULT_MODEL, resolve_model_dir
 from .layers import attention, layer_norm, linear, merge_heads, mlp, split_heads
+from .tokenizer import TextStream, tokenizer_from_folder
 
 
 class NeoModel:
@@ -28,6 +30,7 @@ class NeoModel:
         self.backend = backend
         self.path = path  # the checkpoint folder it came from
         self.load_seconds = load_seconds
+        self._tokenizer = None
 
     # ------------------------------------------------------------------ the forward pass, one step at a time
 
@@ -144,19 +147,49 @@ class NeoModel:
             raise InputError(f"the sequence has {ids.shape[1]} tokens but the model's context holds at most {limit} positions.")
         return ids.astype(np.int64), mask
 
+    # ------------------------------------------------------------------ generation (see generation.py)
+
+    def generate(self, input_ids, attention_mask=None, **settings):
+        """Prompt plus up to max_new_tokens new tokens, int64 [B, T + new], as transformers' generate() returns."""
+        return generation.generate(self, input_ids, attention_mask, **settings)
+
+    def generate_tokens(self, input_ids, attention_mask=None, **settings):
+        """A generator of each step's new token ids, int64 [B]; see generation.generate_tokens."""
+        return generation.generate_tokens(self, input_ids, attention_mask, **settings)
+
+    def stream(self, prompt, tokenizer=None, **settings):
+        """A generator of new text for one prompt (a string, or token ids), printable as it arrives.
+
+        Characters split across tokens come out whole; the EOS token that ends generation is not printed.
+        """
+        tokenizer = tokenizer or self.tokenizer
+        ids = tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
+        if len(ids) == 0:
+            raise InputError("the prompt is empty: give at least one token to continue from.")
+        eos = settings.get("eos_token_id", "config")
+        eos = self.config.eos_token_id if eos == "config" else eos
+        text = TextStream(tokenizer)
+        for tokens in self.generate_tokens(np.asarray(ids)[None, :], **settings):
+            if eos is not None and tokens[0] == eos:
+                break
+            piece = text.push(tokens[0])
+            if piece:
+                yield piece
+        rest = text.flush()
+        if rest:
+            yield rest
+
+    @property
+    def tokenizer(self):
+        """The checkpoint's own tokenizer (tokenizer.json or vocab.json + merges.txt), loaded on first use."""
+        if self._tokenizer is None:
+            self._tokenizer = tokenizer_from_folder(self.path)
+        return self._tokenizer
+
     def __repr__(self):
         c = self.config
         return (f"NeoModel({self.path}, {c.num_layers} layers, hidden {c.hidden_size}, {c.num_heads} heads, "
                 f"window {c.window_size}, backend {self.backend.name}/{np.dtype(self.backend.dtype).name})")
-
-
-def positions_from_mask(attention_mask):
-    """Position ids that count real tokens only: cumsum(mask) - 1, with padding set to 1 as transformers does.
-
-    [[0, 0, 1, 1, 1]] -> [[1, 1, 0, 1, 2]]
-    """
-    positions = np.cumsum(attention_mask, axis=1) - 1
-    return np.where(attention_mask == 0, 1, positions)
 
 
 def load_model(name_or_path=DEFAULT_MODEL, backend: str = "numpy", dtype: str = "float32") -> NeoModel:

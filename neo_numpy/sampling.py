@@ -1,0 +1,106 @@
+"""Choosing the next token from the logits, with transformers' logits processors re-written as small functions.
+
+They run in transformers' order: repetition penalty, min_new_tokens (EOS held back), then, when sampling,
+temperature, top-k and top-p, and finally a draw from the softmax of what is left. Every function takes and
+returns float32 logits [B, vocab]; a removed token gets -inf, so its probability is exactly 0.
+"""
+
+import math
+
+import numpy as np
+
+from .errors import InputError
+
+
+def check_settings(max_new_tokens, min_new_tokens, temperature, top_k, top_p, repetition_penalty):
+    """Refuse settings that have no meaning, in one sentence each."""
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
+    if not isinstance(min_new_tokens, (int, np.integer)) or not 0 <= min_new_tokens <= max_new_tokens:
+        raise InputError(f"min_new_tokens must be an integer between 0 and max_new_tokens ({max_new_tokens}), got {min_new_tokens!r}.")
+    if not _is_number(temperature) or not temperature > 0 or math.isinf(temperature):
+        raise InputError(f"temperature must be a number greater than 0, got {temperature!r}.")
+    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 0):
+        raise InputError(f"top_k must be a non-negative integer (0 or None disables it), got {top_k!r}.")
+    if top_p is not None and (not _is_number(top_p) or not 0 < top_p <= 1):
+        raise InputError(f"top_p must be in (0, 1], got {top_p!r}.")
+    if not _is_number(repetition_penalty) or not repetition_penalty > 0 or math.isinf(repetition_penalty):
+        raise InputError(f"repetition_penalty must be a number greater than 0 (1.0 disables it), got {repetition_penalty!r}.")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def apply_repetition_penalty(logits, previous_ids, penalty: float):
+    """CTRL's penalty on every token already in the sequence: positive logits / penalty, negative ones * penalty.
+
+    logits: [B, V]; previous_ids: int [B, L] (padding replaced by a real token of the row, so it counts once).
+    """
+    picked = np.take_along_axis(logits, previous_ids, axis=1)  # [B, L]
+    penalized = np.where(picked < 0, picked * penalty, picked / penalty)  # [B, L]
+    logits = logits.copy()
+    np.put_along_axis(logits, previous_ids, penalized, axis=1)  # repeated ids write the same value
+    return logits
+
+
+def suppress_token(logits, token_id: int):
+    """Make token_id impossible (used to hold EOS back until min_new_tokens are generated)."""
+    logits = logits.copy()
+    logits[:, token_id] = -np.inf
+    return logits
+
+
+def top_k_filter(logits, k: int):
+    """Keep the k highest logits of each row (and any tied with the k-th); the rest get -inf."""
+    if k >= logits.shape[-1]:
+        return logits
+    kth_largest = np.partition(logits, -k, axis=-1)[:, -k:].min(axis=-1, keepdims=True)  # [B, 1]
+    return np.where(logits < kth_largest, -np.inf, logits)
+
+
+def top_p_filter(logits, p: float):
+    """Nucleus filtering: drop the least likely tokens whose total probability is at most 1 - p.
+
+    As transformers does it: sort ascending, accumulate the softmax, remove while the running sum <= 1 - p,
+    always keep the most likely token. The kept tokens are those at or above the first kept logit.
+    """
+    ascending = np.sort(logits, axis=-1)  # [B, V]
+    cumulative = np.cumsum(softmax(ascending), axis=-1)  # [B, V]
+    removed = (cumulative <= 1.0 - p).sum(axis=-1, keepdims=True)  # [B, 1] how many of the smallest go
+    removed = np.minimum(removed, logits.shape[-1] - 1)
+    threshold = np.take_along_axis(ascending, removed, axis=-1)  # [B, 1] smallest logit that stays
+    return np.where(logits < threshold, -np.inf, logits)
+
+
+def softmax(logits):
+    exps = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exps / exps.sum(axis=-1, keepdims=True)
+
+
+def sample(logits, uniforms):
+    """Draw one token per row with probability softmax(logits), by inverting the cumulative distribution.
+
+    uniforms: float [B] in (0, 1]. The first token whose cumulative probability reaches u is chosen, so a token
+    with probability 0 is never drawn and each kept token is drawn in proportion to its probability.
+    """
+    cumulative = np.cumsum(softmax(logits), axis=-1)  # [B, V]
+    target = uniforms[:, None] * cumulative[:, -1:]  # [B, 1]
+    chosen = (cumulative < target).sum(axis=-1)  # [B]
+    return np.minimum(chosen, logits.shape[-1] - 1)
+
+
+def process_logits(logits, previous_ids, new_tokens: int, settings: dict):
+    """Apply the processors transformers would for these settings.  logits: float32 [B, V] -> [B, V]"""
+    if settings["repetition_penalty"] != 1.0:
+        logits = apply_repetition_penalty(logits, previous_ids, float(settings["repetition_penalty"]))
+    if settings["eos_token_id"] is not None and new_tokens < settings["min_new_tokens"]:
+        logits = suppress_token(logits, settings["eos_token_id"])
+    if settings["do_sample"]:
+        if settings["temperature"] != 1.0:
+            logits = logits / float(settings["temperature"])
+        if settings["top_k"]:
+            logits = top_k_filter(logits, int(settings["top_k"]))
+        if settings["top_p"] is not None and settings["top_p"] < 1.0:
+            logits = top_p_filter(logits, float(settings["top_p"]))
+    return logits
