@@ -18,19 +18,21 @@ from .config import NeoConfig
 from .errors import InputError
 from .hub import DEFAULT_MODEL, resolve_model_dir
 from .layers import attention, layer_norm, linear, merge_heads, mlp, split_heads
+from .threads import ThreadPlan, blas_threads
 from .tokenizer import TextStream, tokenizer_from_folder
 
 
 class NeoModel:
     """A loaded GPT-Neo checkpoint. Build one with `neo_numpy.load_model`."""
 
-    def __init__(self, config: NeoConfig, weights, backend, path: Path = None, load_seconds: float = 0.0):
+    def __init__(self, config: NeoConfig, weights, backend, path: Path = None, load_seconds: float = 0.0, threads=None):
         self.config = config
         self.weights = weights
         self.backend = backend
         self.path = path  # the checkpoint folder it came from
         self.load_seconds = load_seconds
         self._tokenizer = None
+        self.threads = ThreadPlan.choose(threads)  # BLAS threads for prompts and for decode steps
 
     # ------------------------------------------------------------------ the forward pass, one step at a time
 
@@ -81,13 +83,14 @@ class NeoModel:
             raise InputError(f"the cache holds {cache.capacity} positions; position {start + length - 1} does not fit.")
         masks = prefill_masks(self.backend.xp, key_visible, self.config.window_size) if start == 0 else {}
         masks["key_visible"] = key_visible
-        h = self.embed(input_ids, position_ids)  # [B, T, D]
-        for layer, layer_cache in zip(self.weights.layers, cache.layers):
-            if hidden_states is not None:
-                hidden_states.append(h)
-            h = self.block(h, layer, layer_cache, start, masks)
-        cache.length += length
-        logits = self.head(h[:, -1:] if last_only else h)
+        with blas_threads(self.threads.for_rows(input_ids.shape[0] * length)):
+            h = self.embed(input_ids, position_ids)  # [B, T, D]
+            for layer, layer_cache in zip(self.weights.layers, cache.layers):
+                if hidden_states is not None:
+                    hidden_states.append(h)
+                h = self.block(h, layer, layer_cache, start, masks)
+            cache.length += length
+            logits = self.head(h[:, -1:] if last_only else h)
         if hidden_states is not None:  # like transformers, the last entry is after ln_f
             hidden_states.append(layer_norm(h, self.weights.ln_f_weight, self.weights.ln_f_bias, self.config.layer_norm_epsilon))
         return logits
@@ -192,11 +195,15 @@ class NeoModel:
                 f"window {c.window_size}, backend {self.backend.name}/{np.dtype(self.backend.dtype).name})")
 
 
-def load_model(name_or_path=DEFAULT_MODEL, backend: str = "numpy", dtype: str = "float32") -> NeoModel:
-    """Load a GPT-Neo checkpoint: "125M", "1.3B", "2.7B", a hub id, or a local folder with config.json + safetensors."""
+def load_model(name_or_path=DEFAULT_MODEL, backend: str = "numpy", dtype: str = "float32", threads=None) -> NeoModel:
+    """Load a GPT-Neo checkpoint: "125M", "1.3B", "2.7B", a hub id, or a local folder with config.json + safetensors.
+
+    backend: "numpy" (CPU) or "cupy" (NVIDIA GPU); dtype: weight storage, "float32" (or "float16" on the GPU);
+    threads: BLAS threads, None for the default plan, an int for all work, or a threads.ThreadPlan.
+    """
     started = time.perf_counter()
     chosen = get_backend(backend, dtype)
     folder = resolve_model_dir(name_or_path)
     config = NeoConfig.from_file(folder / "config.json")
     weights = load_weights(folder, config, chosen.asarray)
-    return NeoModel(config, weights, chosen, folder, time.perf_counter() - started)
+    return NeoModel(config, weights, chosen, folder, time.perf_counter() - started, threads)

@@ -1,0 +1,318 @@
+"""Every way a checkpoint folder or an input can be wrong gives neo_numpy's own exception, naming what is at fault."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import neo_numpy
+from neo_numpy import CheckpointError, InputError, ModelNotFoundError
+from checkpoints import save_checkpoint
+
+SOURCE = "all_global"  # the smallest test checkpoint (2 layers, hidden 60)
+
+
+def expect_error(exception_class, *needles):
+    """Context manager: the exact exception class, and every needle (a file, tensor or value) in its message."""
+    return _ExpectError(exception_class, needles)
+
+
+class _ExpectError:
+    def __init__(self, exception_class, needles):
+        self.exception_class, self.needles = exception_class, [str(needle) for needle in needles]
+        self.message = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        assert error is not None, f"expected {self.exception_class.__name__}, but nothing was raised"
+        assert type(error) is self.exception_class, f"expected {self.exception_class.__name__}, got {kind.__name__}: {error}"
+        self.message = str(error)
+        print(f"\n[{kind.__name__}] {self.message}")
+        for needle in self.needles:
+            assert needle in self.message, f"{needle!r} is not named in: {self.message}"
+        assert "\n" not in self.message.strip(), f"message is not one line: {self.message!r}"
+        return True
+
+
+@pytest.fixture
+def folder(checkpoint_dirs, tmp_path):
+    """A private, intact copy of a small checkpoint, to damage."""
+    return shutil.copytree(checkpoint_dirs[SOURCE], tmp_path / "checkpoint")
+
+
+def edit_config(folder, **changes):
+    path = folder / "config.json"
+    raw = json.loads(path.read_text())
+    raw.update(changes)
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def rewrite_tensors(folder, edit):
+    """Read model.safetensors as {name: array}, let `edit` change the dict, write it back."""
+    path = folder / "model.safetensors"
+    tensors = load_file(str(path))
+    edit(tensors)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return path
+
+
+def test_intact_copy_loads(folder):
+    """The damage below is the only thing wrong: the undamaged copy loads."""
+    model = neo_numpy.load_model(folder)
+    assert model.config.num_layers == 2
+
+
+# ---------------------------------------------------------------------------------------------- folder and config
+
+
+def test_missing_folder(tmp_path):
+    missing = tmp_path / "no-such-checkpoint"
+    with expect_error(ModelNotFoundError, missing):
+        neo_numpy.load_model(missing)
+
+
+def test_file_instead_of_folder(folder):
+    with expect_error(ModelNotFoundError, folder / "config.json", "folder"):
+        neo_numpy.load_model(folder / "config.json")
+
+
+def test_folder_without_config(folder):
+    (folder / "config.json").unlink()
+    with expect_error(CheckpointError, folder / "config.json"):
+        neo_numpy.load_model(folder)
+
+
+def test_config_is_not_json(folder):
+    (folder / "config.json").write_text('{"model_type": "gpt_neo", "hidden_size": 60,,}')
+    with expect_error(CheckpointError, folder / "config.json", "JSON"):
+        neo_numpy.load_model(folder)
+
+
+def test_config_is_not_an_object(folder):
+    (folder / "config.json").write_text("[1, 2, 3]")
+    with expect_error(CheckpointError, folder / "config.json", "list"):
+        neo_numpy.load_model(folder)
+
+
+def test_config_of_another_model_type(folder):
+    path = edit_config(folder, model_type="gpt2")
+    with expect_error(CheckpointError, path, "'gpt2'"):
+        neo_numpy.load_model(folder)
+
+
+def test_config_with_unsupported_activation(folder):
+    path = edit_config(folder, activation_function="relu")
+    with expect_error(CheckpointError, path, "'relu'", "activation_function"):
+        neo_numpy.load_model(folder)
+
+
+def test_attention_types_with_wrong_layer_count(folder):
+    path = edit_config(folder, attention_types=[[["global", "local"], 2]])  # 4 layers, but num_layers is 2
+    with expect_error(CheckpointError, path, "attention_types", "4", "2"):
+        neo_numpy.load_model(folder)
+
+
+def test_attention_types_with_unknown_kind(folder):
+    path = edit_config(folder, attention_types=[[["global", "sparse"], 1]])
+    with expect_error(CheckpointError, path, "sparse"):
+        neo_numpy.load_model(folder)
+
+
+def test_config_missing_an_entry(folder):
+    path = folder / "config.json"
+    raw = json.loads(path.read_text())
+    del raw["window_size"]
+    path.write_text(json.dumps(raw))
+    with expect_error(CheckpointError, path, "window_size"):
+        neo_numpy.load_model(folder)
+
+
+def test_hidden_size_not_divisible_by_heads(folder):
+    path = edit_config(folder, num_heads=7)
+    with expect_error(CheckpointError, path, "60", "7"):
+        neo_numpy.load_model(folder)
+
+
+# ---------------------------------------------------------------------------------------------- weight files
+
+
+def test_only_pytorch_bin(folder):
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    with expect_error(CheckpointError, folder, "safetensors"):
+        neo_numpy.load_model(folder)
+
+
+def test_no_weights_at_all(folder):
+    (folder / "model.safetensors").unlink()
+    with expect_error(CheckpointError, folder, "model.safetensors"):
+        neo_numpy.load_model(folder)
+
+
+def test_truncated_safetensors(folder):
+    path = folder / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with expect_error(CheckpointError, path, "truncated"):
+        neo_numpy.load_model(folder)
+
+
+def test_truncated_inside_the_header(folder):
+    path = folder / "model.safetensors"
+    data = path.read_bytes()
+    header_length = int.from_bytes(data[:8], "little")
+    path.write_bytes(data[: 8 + header_length // 2])
+    with expect_error(CheckpointError, path):
+        neo_numpy.load_model(folder)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        np.random.default_rng(0).bytes(4096),
+        b"version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 526000000\n",  # a Git LFS pointer
+        b"\x10\x00\x00\x00\x00\x00\x00\x00not json here!!!" + bytes(64),  # a plausible length, but no JSON header
+        b"tiny",
+    ],
+    ids=["random-bytes", "lfs-pointer-text", "header-not-json", "shorter-than-8-bytes"],
+)
+def test_not_a_safetensors_file(folder, content):
+    path = folder / "model.safetensors"
+    path.write_bytes(content)
+    with expect_error(CheckpointError, path, "safetensors"):
+        neo_numpy.load_model(folder)
+
+
+def test_tensor_with_wrong_shape(folder):
+    name = "transformer.h.1.mlp.c_fc.weight"
+
+    def shrink(tensors):
+        tensors[name] = tensors[name][:-1]  # [240, 60] -> [239, 60]
+
+    rewrite_tensors(folder, shrink)
+    with expect_error(CheckpointError, name, "[239, 60]", "[240, 60]"):
+        neo_numpy.load_model(folder)
+
+
+def test_config_hidden_size_disagrees_with_file(folder):
+    edit_config(folder, hidden_size=64, num_heads=4)
+    with expect_error(CheckpointError, "transformer.", "64", "60"):
+        neo_numpy.load_model(folder)
+
+
+def test_missing_tensor(folder):
+    name = "transformer.h.1.attn.attention.v_proj.weight"
+    rewrite_tensors(folder, lambda tensors: tensors.pop(name))
+    with expect_error(CheckpointError, name, "missing"):
+        neo_numpy.load_model(folder)
+
+
+def test_foreign_tensor(folder):
+    name = "transformer.h.0.attn.c_attn.weight"  # GPT-2's fused qkv projection
+
+    def add(tensors):
+        tensors[name] = np.zeros((60, 180), dtype=np.float32)
+
+    rewrite_tensors(folder, add)
+    with expect_error(CheckpointError, name):
+        neo_numpy.load_model(folder)
+
+
+def test_gpt2_style_file(folder):
+    """A GPT-2 checkpoint's tensor names: GPT-Neo's are missing, so the first missing one is named."""
+
+    def rename(tensors):
+        tensors["transformer.h.0.attn.c_attn.weight"] = np.zeros((60, 180), dtype=np.float32)
+        for name in [name for name in tensors if ".attn.attention." in name]:
+            del tensors[name]
+
+    rewrite_tensors(folder, rename)
+    with expect_error(CheckpointError, "transformer.h.0.attn.attention."):
+        neo_numpy.load_model(folder)
+
+
+def test_unsupported_tensor_dtype(folder):
+    name = "transformer.ln_f.bias"
+
+    def to_float64(tensors):
+        tensors[name] = tensors[name].astype(np.float64)
+
+    rewrite_tensors(folder, to_float64)
+    with expect_error(CheckpointError, name, "F64"):
+        neo_numpy.load_model(folder)
+
+
+def test_sharded_index_lists_missing_shard(torch_models, tmp_path):
+    folder = save_checkpoint(torch_models[SOURCE], tmp_path / "sharded", max_shard_size="200KB", with_tokenizer=False)
+    shards = sorted(set(json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"].values()))
+    assert len(shards) > 1
+    (folder / shards[-1]).unlink()
+    with expect_error(CheckpointError, shards[-1], "model.safetensors.index.json"):
+        neo_numpy.load_model(folder)
+
+
+def test_sharded_index_not_json(torch_models, tmp_path):
+    folder = save_checkpoint(torch_models[SOURCE], tmp_path / "sharded", max_shard_size="200KB", with_tokenizer=False)
+    index = folder / "model.safetensors.index.json"
+    index.write_text("{ not json")
+    with expect_error(CheckpointError, index):
+        neo_numpy.load_model(folder)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+@pytest.mark.parametrize("bad_id", [-1, 50257])
+def test_token_id_outside_vocabulary(neo_models, bad_id):
+    ids = np.array([[464, 3290, bad_id, 11]])
+    with expect_error(InputError, bad_id, "50256"):
+        neo_models[SOURCE].forward(ids)
+
+
+def test_float_token_ids(neo_models):
+    with expect_error(InputError, "float"):
+        neo_models[SOURCE].forward(np.array([[1.0, 2.0]]))
+
+
+def test_empty_input(neo_models):
+    with expect_error(InputError, "[1, 0]"):
+        neo_models[SOURCE].forward(np.zeros((1, 0), dtype=np.int64))
+
+
+def test_sequence_longer_than_positions(neo_models):
+    limit = neo_models[SOURCE].config.max_position_embeddings  # 512
+    ids = np.zeros((1, limit + 1), dtype=np.int64)
+    with expect_error(InputError, limit + 1, limit):
+        neo_models[SOURCE].forward(ids)
+
+
+def test_attention_mask_with_wrong_shape(neo_models):
+    ids = np.zeros((2, 5), dtype=np.int64)
+    with expect_error(InputError, "attention_mask", "[2, 4]", "[2, 5]"):
+        neo_models[SOURCE].forward(ids, attention_mask=np.ones((2, 4), dtype=np.int64))
+
+
+@pytest.mark.parametrize("bad_value", [2, -1])
+def test_attention_mask_with_values_other_than_0_1(neo_models, bad_value):
+    ids = np.zeros((2, 5), dtype=np.int64)
+    mask = np.ones((2, 5), dtype=np.int64)
+    mask[1, 0] = bad_value
+    with expect_error(InputError, "attention_mask", "0", "1"):
+        neo_models[SOURCE].forward(ids, attention_mask=mask)
+
+
+def test_attention_mask_with_all_zero_row(neo_models):
+    ids = np.zeros((2, 5), dtype=np.int64)
+    mask = np.ones((2, 5), dtype=np.int64)
+    mask[1] = 0
+    with expect_error(InputError, "attention_mask"):
+        neo_models[SOURCE].forward(ids, attention_mask=mask)
+
+
+def test_input_error_is_a_value_error():
+    assert issubclass(InputError, ValueError) and issubclass(InputError, neo_numpy.NeoNumpyError)
+    assert issubclass(ModelNotFoundError, CheckpointError)
