@@ -51,16 +51,8 @@ def _cupy_backend(dtype: str) -> Backend:
             raise BackendError("the CuPy backend needs an NVIDIA GPU, and CUDA reports none.")
     except cupy.cuda.runtime.CUDARuntimeError as error:
         raise BackendError(f"the CuPy backend cannot reach a GPU ({error}).") from None
-    _keep_tf32_off()
+    # float32 matmuls stay exact float32: CuPy only uses TF32 tensor cores when CUPY_TF32=1 is set by the user.
     storage = {"float32": cupy.float32, "float16": cupy.float16}.get(dtype)
     if storage is None:
         raise BackendError("bfloat16 storage needs a CuPy with bfloat16 support; use dtype='float16' or 'float32'.")
     return Backend("cupy", cupy, storage)
-
-
-def _keep_tf32_off() -> None:
-    """CuPy uses TF32 tensor cores for float32 matmuls only when CUPY_TF32=1; we refuse to enable it silently."""
-    import os
-
-    if os.environ.get("CUPY_TF32", "0") != "0":
-        raise BackendError("CUPY_TF32 is set: TF32 matmuls would break float32 parity; unset it to use the CuPy backend.")

@@ -94,9 +94,12 @@ def find_tensors(folder: Path) -> dict:
 
 def _read_sharded(index: Path) -> dict:
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        contents = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError covers JSONDecodeError and UnicodeDecodeError
         raise CheckpointError(f"{index} is not a readable safetensors index ({error}).") from None
+    weight_map = contents.get("weight_map") if isinstance(contents, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
+        raise CheckpointError(f"{index} is not a safetensors index: it needs a weight_map from tensor names to shard files.")
     entries = {}
     for shard in sorted(set(weight_map.values())):
         shard_path = index.parent / shard

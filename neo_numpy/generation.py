@@ -37,17 +37,19 @@ def generate_tokens(model, input_ids, attention_mask=None, max_new_tokens: int =
                     repetition_penalty=repetition_penalty, min_new_tokens=min_new_tokens, eos_token_id=eos)
     xp, rng = model.backend.xp, np.random.default_rng(seed)
 
-    # history of every row, for the repetition penalty: padding replaced by the row's last (real) prompt token
-    history = xp.asarray(np.concatenate([np.where(mask == 1, ids, ids[:, -1:]), np.zeros((batch, max_new_tokens), np.int64)], axis=1))
+    rows = xp.arange(batch)
+    seen_tokens = xp.zeros((batch, model.config.vocab_size), dtype=bool)  # [B, V] for the repetition penalty
+    seen_tokens[rows[:, None], xp.asarray(np.where(mask == 1, ids, ids[:, -1:]))] = True  # padding is not a token
     positions = positions_from_mask(mask)
     next_position = xp.asarray(positions[:, -1:] + 1)  # [B, 1]
     cache = model.new_cache(batch, prompt_length + max_new_tokens)
     logits = model.step(xp.asarray(ids), xp.asarray(positions), xp.asarray(mask.astype(bool)), cache, last_only=True)[:, -1]
-    unfinished = xp.ones(batch, dtype=bool)
+    unfinished = xp.ones(batch, dtype=bool)  # on the device, to replace finished rows' tokens
+    finished_on_host = np.zeros(batch, dtype=bool)  # the same, from the copied tokens, to stop without a sync
     new_token_visible = xp.ones((batch, 1), dtype=bool)
 
     for step in range(max_new_tokens):
-        scores = process_logits(logits, history[:, : prompt_length + step], step, settings)  # [B, V]
+        scores = process_logits(logits, seen_tokens, step, settings)  # [B, V]
         if do_sample:
             tokens = sample(scores, xp.asarray(1.0 - rng.random(batch, dtype=np.float32)))  # uniforms in (0, 1]
         else:
@@ -55,10 +57,12 @@ def generate_tokens(model, input_ids, attention_mask=None, max_new_tokens: int =
         if eos is not None:
             tokens = xp.where(unfinished, tokens, eos)  # finished rows repeat EOS, as transformers pads them
             unfinished = unfinished & (tokens != eos)
-        history[:, prompt_length + step] = tokens
+        seen_tokens[rows, tokens] = True
         host_tokens = model.backend.to_host(tokens).astype(np.int64)  # the only device -> host copy per step
         yield host_tokens
-        if step == max_new_tokens - 1 or (eos is not None and not bool(unfinished.any())):
+        if eos is not None:
+            finished_on_host |= host_tokens == eos
+        if step == max_new_tokens - 1 or finished_on_host.all():
             return
         logits = model.step(tokens[:, None], next_position, new_token_visible, cache, last_only=True)[:, -1]
         next_position = next_position + 1

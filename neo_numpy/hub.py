@@ -90,10 +90,12 @@ def _is_complete(folder: Path) -> bool:
     if not index.is_file():
         return False
     try:
-        shards = set(json.loads(index.read_text())["weight_map"].values())
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return all((folder / shard).is_file() for shard in shards)
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(shard, str) for shard in weight_map.values()):
+        return False  # an index that lists no shards, or not as {tensor name: shard file}, describes no usable weights
+    return all((folder / shard).is_file() for shard in set(weight_map.values()))
 
 
 def _offline() -> bool:

@@ -32,16 +32,14 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and not math.isnan(value)
 
 
-def apply_repetition_penalty(logits, previous_ids, penalty: float):
+def apply_repetition_penalty(logits, seen_tokens, penalty: float):
     """CTRL's penalty on every token already in the sequence: positive logits / penalty, negative ones * penalty.
 
-    logits: [B, V]; previous_ids: int [B, L] (padding replaced by a real token of the row, so it counts once).
+    logits: [B, V]; seen_tokens: bool [B, V], True for tokens present in the row (each is penalised once,
+    however often it occurs, as transformers does).
     """
-    picked = np.take_along_axis(logits, previous_ids, axis=1)  # [B, L]
-    penalized = np.where(picked < 0, picked * penalty, picked / penalty)  # [B, L]
-    logits = logits.copy()
-    np.put_along_axis(logits, previous_ids, penalized, axis=1)  # repeated ids write the same value
-    return logits
+    penalized = np.where(logits < 0, logits * penalty, logits / penalty)  # [B, V]
+    return np.where(seen_tokens, penalized, logits)
 
 
 def suppress_token(logits, token_id: int):
@@ -90,10 +88,14 @@ def sample(logits, uniforms):
     return np.minimum(chosen, logits.shape[-1] - 1)
 
 
-def process_logits(logits, previous_ids, new_tokens: int, settings: dict):
-    """Apply the processors transformers would for these settings.  logits: float32 [B, V] -> [B, V]"""
+def process_logits(logits, seen_tokens, new_tokens: int, settings: dict):
+    """Apply the processors transformers would for these settings.  logits: float32 [B, V] -> [B, V]
+
+    seen_tokens: bool [B, V] marks the tokens already in each row (prompt and generated), for the repetition penalty;
+    new_tokens: how many tokens were generated before this step, for min_new_tokens.
+    """
     if settings["repetition_penalty"] != 1.0:
-        logits = apply_repetition_penalty(logits, previous_ids, float(settings["repetition_penalty"]))
+        logits = apply_repetition_penalty(logits, seen_tokens, float(settings["repetition_penalty"]))
     if settings["eos_token_id"] is not None and new_tokens < settings["min_new_tokens"]:
         logits = suppress_token(logits, settings["eos_token_id"])
     if settings["do_sample"]:

@@ -255,11 +255,23 @@ def test_sharded_index_lists_missing_shard(torch_models, tmp_path):
         neo_numpy.load_model(folder)
 
 
-def test_sharded_index_not_json(torch_models, tmp_path):
+@pytest.mark.parametrize("index_text", ["{ not json", "[1]", '{"metadata": {}}', '{"weight_map": ["a"]}', '{"weight_map": {"a": 1}}'])
+def test_sharded_index_unreadable(torch_models, tmp_path, index_text):
     folder = save_checkpoint(torch_models[SOURCE], tmp_path / "sharded", max_shard_size="200KB", with_tokenizer=False)
     index = folder / "model.safetensors.index.json"
-    index.write_text("{ not json")
-    with expect_error(CheckpointError, index):
+    index.write_text(index_text)
+    with expect_error(CheckpointError, index, "index"):
+        neo_numpy.load_model(folder)
+
+
+def test_sharded_index_names_a_tensor_its_shard_lacks(torch_models, tmp_path):
+    folder = save_checkpoint(torch_models[SOURCE], tmp_path / "sharded", max_shard_size="200KB", with_tokenizer=False)
+    index = folder / "model.safetensors.index.json"
+    raw = json.loads(index.read_text())
+    shard = raw["weight_map"]["transformer.ln_f.bias"]
+    raw["weight_map"]["transformer.h.0.ln_9.weight"] = shard
+    index.write_text(json.dumps(raw))
+    with expect_error(CheckpointError, "transformer.h.0.ln_9.weight", shard):
         neo_numpy.load_model(folder)
 
 

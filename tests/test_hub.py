@@ -1,0 +1,319 @@
+"""neo_numpy.hub.resolve_model_dir: local folders, short names, the weights folder, the HF cache and downloads.
+
+No test reaches the network: huggingface_hub.snapshot_download is replaced by a fake that records its arguments.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import huggingface_hub
+import huggingface_hub.constants
+import pytest
+import requests
+from huggingface_hub.errors import LocalEntryNotFoundError
+from huggingface_hub.utils import filter_repo_objects
+
+from neo_numpy import ModelNotFoundError
+from neo_numpy import hub
+from neo_numpy.hub import resolve_model_dir
+
+REPO_125M = "EleutherAI/gpt-neo-125m"
+
+
+class FakeSnapshotDownload:
+    """Stands in for huggingface_hub.snapshot_download: records every call, then answers as told.
+
+    cache: what a cache probe (local_files_only=True) finds: a folder to return, or None (LocalEntryNotFoundError).
+    download: an exception to raise for a real download, or a list of files to write into local_dir.
+    """
+
+    def __init__(self, cache=None, download=("config.json", "model.safetensors")):
+        self.calls, self.cache, self.download = [], cache, download
+
+    def __call__(self, repo_id, **kwargs):
+        self.calls.append(dict(kwargs, repo_id=repo_id))
+        if kwargs.get("local_files_only"):
+            if self.cache is None:
+                raise LocalEntryNotFoundError(f"{repo_id} is not in the cache")
+            return str(self.cache)
+        if isinstance(self.download, BaseException):
+            raise self.download
+        local_dir = Path(kwargs["local_dir"])
+        local_dir.mkdir(parents=True, exist_ok=True)
+        for name in self.download:
+            (local_dir / name).write_text("{}")
+        return str(local_dir)
+
+    @property
+    def downloads(self):
+        return [call for call in self.calls if not call.get("local_files_only")]
+
+
+@pytest.fixture
+def weights(tmp_path, monkeypatch):
+    """An empty weights folder, set as $NEO_NUMPY_WEIGHTS; the network is 'up' (HF_HUB_OFFLINE=0) unless a test says."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setenv("NEO_NUMPY_WEIGHTS", str(folder))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    return folder
+
+
+def install(monkeypatch, fake):
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    return fake
+
+
+def complete_folder(folder, files=("config.json", "model.safetensors")):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        (folder / name).write_text("{}")
+    return folder
+
+
+def one_sentence(message):
+    return message.endswith(".") and "\n" not in message and len(re.findall(r"[.;:!?]\s+[A-Z]", message)) == 0
+
+
+# ---------------------------------------------------------------------------------------------- local paths
+
+
+def test_existing_folder_is_returned_as_is(tmp_path, monkeypatch):
+    fake = install(monkeypatch, FakeSnapshotDownload())
+    assert resolve_model_dir(tmp_path) == tmp_path
+    assert resolve_model_dir(str(tmp_path)) == tmp_path
+    assert fake.calls == []
+
+
+def test_existing_folder_named_like_a_short_name_wins(tmp_path, monkeypatch):
+    fake = install(monkeypatch, FakeSnapshotDownload())
+    (tmp_path / "125M").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_dir("125M") == Path("125M")
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("kind", ["absolute", "relative", "home"])
+def test_missing_path_is_named(tmp_path, monkeypatch, weights, kind):
+    fake = install(monkeypatch, FakeSnapshotDownload())
+    monkeypatch.chdir(tmp_path)
+    path = {"absolute": str(tmp_path / "nowhere" / "model"), "relative": "./no-such-model", "home": "~/no-such-model-xyz"}[kind]
+    with pytest.raises(ModelNotFoundError) as error:
+        resolve_model_dir(path)
+    assert str(Path(path).expanduser()) in str(error.value)
+    assert "does not exist" in str(error.value)
+    assert fake.calls == []
+
+
+def test_a_file_is_not_a_checkpoint_folder(tmp_path):
+    file = tmp_path / "model.safetensors"
+    file.write_bytes(b"x")
+    with pytest.raises(ModelNotFoundError, match="folder") as error:
+        resolve_model_dir(file)
+    assert str(file) in str(error.value)
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize(
+    "name, repo_id",
+    [
+        ("125M", "EleutherAI/gpt-neo-125m"),
+        ("125m", "EleutherAI/gpt-neo-125m"),
+        ("1.3B", "EleutherAI/gpt-neo-1.3B"),
+        ("1.3b", "EleutherAI/gpt-neo-1.3B"),
+        ("2.7B", "EleutherAI/gpt-neo-2.7B"),
+        ("2.7b", "EleutherAI/gpt-neo-2.7B"),
+        ("EleutherAI/gpt-neo-125m", "EleutherAI/gpt-neo-125m"),
+        ("someone/tiny-gpt-neo", "someone/tiny-gpt-neo"),
+    ],
+)
+def test_names_map_to_repo_ids(name, repo_id, weights, monkeypatch):
+    fake = install(monkeypatch, FakeSnapshotDownload())
+    folder = resolve_model_dir(name)
+    assert folder == weights / repo_id.split("/")[-1]
+    assert {call["repo_id"] for call in fake.calls} == {repo_id}
+
+
+@pytest.mark.parametrize("name", ["gpt-neo", "350M", "a/b/c"])
+def test_unknown_names_are_refused_without_network(name, weights, monkeypatch):
+    fake = install(monkeypatch, FakeSnapshotDownload())
+    with pytest.raises(ModelNotFoundError) as error:
+        resolve_model_dir(name)
+    assert name in str(error.value) and "125M" in str(error.value)
+    assert fake.calls == []
+
+
+# ---------------------------------------------------------------------------------------------- local copies first
+
+
+def test_weights_folder_is_used_without_network(weights, monkeypatch):
+    fake = install(monkeypatch, FakeSnapshotDownload(download=ConnectionError("no network in this test")))
+    folder = complete_folder(weights / "gpt-neo-125m")
+    assert resolve_model_dir("125M") == folder
+    assert resolve_model_dir("EleutherAI/gpt-neo-125m") == folder
+    assert fake.calls == []
+
+
+def test_weights_dir_follows_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEO_NUMPY_WEIGHTS", str(tmp_path / "elsewhere"))
+    assert hub.weights_dir() == tmp_path / "elsewhere"
+    monkeypatch.delenv("NEO_NUMPY_WEIGHTS")
+    assert hub.weights_dir() == Path(hub.__file__).resolve().parent.parent / "weights"
+
+
+def test_hf_cache_copy_is_used(weights, tmp_path, monkeypatch):
+    """A copy in the Hugging Face cache (found with local_files_only=True) needs no download, even offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache = huggingface_hub.constants.HF_HUB_CACHE  # the real snapshot_download, on a cache laid out by hand
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    storage = tmp_path / "hf-cache" / "models--EleutherAI--gpt-neo-125m"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (storage / "refs").mkdir(parents=True)
+    (storage / "refs" / "main").write_text(commit)
+    snapshot = complete_folder(storage / "snapshots" / commit, ("config.json", "model.safetensors", "vocab.json"))
+    assert Path(resolve_model_dir("125M")).resolve() == snapshot.resolve()
+    assert huggingface_hub.constants.HF_HUB_CACHE != cache
+
+
+def test_incomplete_hf_cache_copy_is_not_used(weights, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cached = complete_folder(tmp_path / "cache-snapshot", ("config.json",))  # no weights
+    fake = install(monkeypatch, FakeSnapshotDownload(cache=cached))
+    with pytest.raises(ModelNotFoundError):
+        resolve_model_dir("125M")
+    assert len(fake.calls) == 1 and fake.calls[0]["local_files_only"] is True
+
+
+# ---------------------------------------------------------------------------------------------- offline and failures
+
+
+@pytest.mark.parametrize("value", ["1", "true", "ON"])
+def test_offline_without_local_copy(weights, monkeypatch, value):
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    fake = install(monkeypatch, FakeSnapshotDownload())
+    with pytest.raises(ModelNotFoundError) as error:
+        resolve_model_dir("125M")
+    message = str(error.value)
+    print(f"\n[offline] {message}")
+    assert one_sentence(message), message
+    assert "HF_HUB_OFFLINE" in message and "local" in message and REPO_125M in message
+    assert str(weights / "gpt-neo-125m") in message
+    assert fake.downloads == []  # the cache probe may run, a download must not
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        requests.exceptions.ConnectionError("Failed to establish a new connection"),
+        OSError("Network is unreachable"),
+        LocalEntryNotFoundError("cannot reach the Hub and the files are not cached"),  # what hf_hub raises offline
+    ],
+    ids=["requests-ConnectionError", "OSError", "LocalEntryNotFoundError"],
+)
+def test_download_failure(weights, monkeypatch, failure):
+    fake = install(monkeypatch, FakeSnapshotDownload(download=failure))
+    with pytest.raises(ModelNotFoundError) as error:
+        resolve_model_dir("125M")
+    message = str(error.value)
+    print(f"\n[download failure] {message}")
+    assert one_sentence(message), message
+    assert "could not download" in message and REPO_125M in message
+    assert "local" in message and "folder" in message
+    assert len(fake.downloads) == 1
+
+
+# ---------------------------------------------------------------------------------------------- sharded folders
+
+
+def sharded_folder(folder, present):
+    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    complete_folder(folder, ("config.json",))
+    index = {"metadata": {}, "weight_map": {"transformer.wte.weight": shards[0], "transformer.ln_f.bias": shards[1]}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    for shard in shards[:present]:
+        (folder / shard).write_bytes(b"")
+    return folder
+
+
+def test_sharded_folder_is_complete_only_with_every_shard(weights, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fake = install(monkeypatch, FakeSnapshotDownload())
+    folder = sharded_folder(weights / "gpt-neo-1.3B", present=1)
+    with pytest.raises(ModelNotFoundError):
+        resolve_model_dir("1.3B")
+    (folder / "model-00002-of-00002.safetensors").write_bytes(b"")
+    assert resolve_model_dir("1.3B") == folder
+    assert fake.downloads == []
+
+
+def test_missing_shard_is_downloaded_into_the_same_folder(weights, monkeypatch):
+    fake = install(monkeypatch, FakeSnapshotDownload(download=("model-00002-of-00002.safetensors",)))
+    folder = sharded_folder(weights / "gpt-neo-1.3B", present=1)
+    assert resolve_model_dir("1.3B") == folder
+    assert len(fake.downloads) == 1 and Path(fake.downloads[0]["local_dir"]) == folder
+
+
+@pytest.mark.parametrize(
+    "index_text", ["{ not json", "[]", '{"metadata": {}}', '{"weight_map": []}', '{"weight_map": {}}', '{"weight_map": {"a": null}}']
+)
+def test_unreadable_index_is_not_complete(weights, monkeypatch, index_text):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    install(monkeypatch, FakeSnapshotDownload())
+    folder = complete_folder(weights / "gpt-neo-2.7B", ("config.json",))
+    (folder / "model.safetensors.index.json").write_text(index_text)
+    with pytest.raises(ModelNotFoundError):
+        resolve_model_dir("2.7B")
+
+
+def test_folder_without_config_is_not_complete(weights, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    install(monkeypatch, FakeSnapshotDownload())
+    complete_folder(weights / "gpt-neo-125m", ("model.safetensors",))
+    with pytest.raises(ModelNotFoundError):
+        resolve_model_dir("125M")
+
+
+# ---------------------------------------------------------------------------------------------- what is downloaded
+
+HUB_FILES_125M = [  # the files of EleutherAI/gpt-neo-125m on the Hub
+    ".gitattributes", "README.md", "config.json", "flax_model.msgpack", "merges.txt", "model.safetensors",
+    "pytorch_model.bin", "rust_model.ot", "special_tokens_map.json", "tokenizer_config.json", "vocab.json",
+]
+HUB_FILES_SHARDED = [
+    "config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+    "model.safetensors.index.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
+    "pytorch_model.bin.index.json", "tf_model.h5", "tokenizer.json",
+]
+
+
+def test_download_arguments(weights, monkeypatch):
+    fake = install(monkeypatch, FakeSnapshotDownload())
+    folder = resolve_model_dir("125M")
+    assert folder == weights / "gpt-neo-125m"
+    assert hub._is_complete(folder)
+    (download,) = fake.downloads
+    assert download["repo_id"] == REPO_125M
+    assert Path(download["local_dir"]) == weights / "gpt-neo-125m"
+    assert Path(download["local_dir"]).resolve().is_relative_to(weights.resolve())
+    patterns = download["allow_patterns"]
+    assert patterns, "snapshot_download must be limited to the files neo_numpy reads"
+    chosen = set(filter_repo_objects(HUB_FILES_125M, allow_patterns=patterns))
+    assert chosen == {"config.json", "model.safetensors", "merges.txt", "vocab.json", "special_tokens_map.json",
+                      "tokenizer_config.json"}
+    chosen = set(filter_repo_objects(HUB_FILES_SHARDED, allow_patterns=patterns))
+    assert chosen == {"config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                      "model.safetensors.index.json", "tokenizer.json"}
+    for call in fake.calls:  # the cache probe is limited the same way
+        assert call["allow_patterns"] == patterns
+
+
+def test_second_resolve_uses_the_downloaded_copy(weights, monkeypatch):
+    fake = install(monkeypatch, FakeSnapshotDownload())
+    first = resolve_model_dir("125M")
+    count = len(fake.calls)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_model_dir("125m") == first
+    assert len(fake.calls) == count
