@@ -85,6 +85,10 @@ class NeoConfig:
         return cls.from_dict(raw, source=str(path))
 
     def _check(self, source: str) -> None:
+        for name in ("vocab_size", "max_position_embeddings", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "window_size"):
+            if getattr(self, name) <= 0:  # checked first: num_heads 0 would otherwise divide by zero below
+                raise CheckpointError(f"{source}: {name} must be positive, got {getattr(self, name)}.")
         if self.hidden_size % self.num_heads:
             raise CheckpointError(f"{source}: hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}.")
         if len(self.attention_layers) != self.num_layers:
@@ -94,9 +98,6 @@ class NeoConfig:
         unknown = sorted(set(self.attention_layers) - set(ATTENTION_KINDS))
         if unknown:
             raise CheckpointError(f"{source}: attention_types names {unknown}, but only 'global' and 'local' exist.")
-        for name in ("vocab_size", "max_position_embeddings", "hidden_size", "num_layers", "num_heads", "window_size"):
-            if getattr(self, name) <= 0:
-                raise CheckpointError(f"{source}: {name} must be positive, got {getattr(self, name)}.")
 
 
 def expand_attention_types(attention_types) -> tuple:
@@ -107,6 +108,8 @@ def expand_attention_types(attention_types) -> tuple:
     """
     layers = []
     for pattern, repeats in attention_types:
+        if isinstance(pattern, str):  # [["global", 2]] would otherwise expand letter by letter
+            raise ValueError(f"attention_types item [{pattern!r}, {repeats!r}] needs a list of kinds, like [[{pattern!r}], {repeats!r}]")
         layers.extend(list(pattern) * int(repeats))
     return tuple(layers)
 

@@ -23,12 +23,15 @@ def layer_norm(x, weight, bias, eps: float):
 def linear(x, weight, bias=None):
     """y = x @ W.T + b with PyTorch's [out, in] weight layout.  x: [..., in] -> [..., out], always float32.
 
-    With float16 weights (GPU) the product runs in the weights' dtype and the result comes back as float32.
+    The leading axes are flattened first, so a batch is one matrix-matrix product (NumPy would otherwise loop,
+    reading the weight once per batch row). With float16 weights (GPU) the product runs in the weights' dtype
+    and the result comes back as float32.
     """
-    y = x.astype(weight.dtype, copy=False) @ weight.T  # [..., out]
+    rows = x.reshape(-1, x.shape[-1]).astype(weight.dtype, copy=False)  # [N, in]: one matrix product for all rows
+    y = rows @ weight.T  # [N, out]
     if bias is not None:
-        y = y + bias
-    return y.astype(np.float32, copy=False)
+        y += bias
+    return y.astype(np.float32, copy=False).reshape(*x.shape[:-1], weight.shape[0])  # [..., out]
 
 
 def gelu_new(x):

@@ -57,8 +57,11 @@ def read_header(path: Path) -> dict:
             continue
         try:
             dtype, shape, (begin, end) = info["dtype"], tuple(int(n) for n in info["shape"]), info["data_offsets"]
+            begin, end = int(begin), int(end)
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{path} is not a valid safetensors file (the entry for {name!r} is malformed).") from None
+        if not 0 <= begin <= end:
+            raise CheckpointError(f"{path} is not a valid safetensors file (tensor {name!r} has data_offsets {[begin, end]}).")
         if data_start + end > file_size:
             raise CheckpointError(
                 f"{path} is truncated: tensor {name!r} ends at byte {data_start + end} but the file has {file_size} bytes."
