@@ -141,10 +141,13 @@ class NeoModel:
                 mask = mask[None, :]
             if mask.shape != ids.shape:
                 raise InputError(f"attention_mask has shape {list(mask.shape)} but input_ids has {list(ids.shape)}.")
-            if not np.isin(mask, (0, 1)).all():
-                raise InputError("attention_mask must hold only 0 (padding) and 1 (real token).")
-            if not mask.any(axis=1).all():
-                raise InputError("every row of attention_mask needs at least one real token (a 1).")
+            bad_values = np.argwhere(~np.isin(mask, (0, 1)))
+            if len(bad_values):
+                where = tuple(int(i) for i in bad_values[0])
+                raise InputError(f"attention_mask must hold only 0 (padding) and 1 (real token), but holds {mask[where]} at {list(where)}.")
+            empty_rows = np.flatnonzero(~mask.any(axis=1))
+            if len(empty_rows):
+                raise InputError(f"row {int(empty_rows[0])} of attention_mask has no real token (no 1).")
             mask = mask.astype(np.int64)
         if ids.shape[1] > limit:
             raise InputError(f"the sequence has {ids.shape[1]} tokens but the model's context holds at most {limit} positions.")

@@ -40,8 +40,10 @@ def read_header(path: Path) -> dict:
             if len(prefix) < 8:
                 raise CheckpointError(f"{path} is not a safetensors file: it is only {file_size} bytes long.")
             (header_length,) = struct.unpack("<Q", prefix)
-            if header_length > min(MAX_HEADER_BYTES, file_size - 8):
+            if header_length > MAX_HEADER_BYTES:
                 raise CheckpointError(f"{path} is not a valid safetensors file (its header length field is {header_length}).")
+            if header_length > file_size - 8:
+                raise CheckpointError(f"{path} is truncated: its header needs {header_length} bytes but the file has {file_size - 8} after the length field.")
             header = json.loads(file.read(header_length))
     except OSError as error:
         raise CheckpointError(f"{path} could not be read ({error.strerror or error}).") from None

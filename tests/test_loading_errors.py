@@ -138,7 +138,27 @@ def test_hidden_size_not_divisible_by_heads(folder):
         neo_numpy.load_model(folder)
 
 
+@pytest.mark.parametrize("entry, value", [("num_heads", 0), ("intermediate_size", -5), ("window_size", 0), ("vocab_size", -1)])
+def test_config_value_not_positive(folder, entry, value):
+    path = edit_config(folder, **{entry: value})
+    with expect_error(CheckpointError, path, entry, value):
+        neo_numpy.load_model(folder)
+
+
+@pytest.mark.parametrize("attention_types", [[["global", 2]], [[["global"]]], None, [[["global"], "two"]]],
+                         ids=["pattern-not-a-list", "no-repeat-count", "null", "repeat-count-not-a-number"])
+def test_attention_types_malformed(folder, attention_types):
+    path = edit_config(folder, attention_types=attention_types)
+    with expect_error(CheckpointError, path, "malformed"):
+        neo_numpy.load_model(folder)
+
+
 # ---------------------------------------------------------------------------------------------- weight files
+
+
+def write_raw_safetensors(path, header, data=b""):
+    encoded = json.dumps(header).encode()
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data)
 
 
 def test_only_pytorch_bin(folder):
@@ -184,6 +204,45 @@ def test_not_a_safetensors_file(folder, content):
     path = folder / "model.safetensors"
     path.write_bytes(content)
     with expect_error(CheckpointError, path, "safetensors"):
+        neo_numpy.load_model(folder)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]},  # end before begin
+        {"dtype": "F32", "shape": [2], "data_offsets": [-8, 0]},  # begins inside the header
+        {"dtype": "F32", "shape": [2], "data_offsets": ["a", "b"]},
+        {"dtype": "F32", "shape": [2]},
+        [1, 2, 3],
+    ],
+    ids=["end-before-begin", "negative-offset", "offsets-not-numbers", "no-offsets", "entry-not-an-object"],
+)
+def test_malformed_header_entry(folder, entry):
+    path = folder / "model.safetensors"
+    write_raw_safetensors(path, {"transformer.wte.weight": entry}, bytes(64))
+    with expect_error(CheckpointError, path, "transformer.wte.weight"):
+        neo_numpy.load_model(folder)
+
+
+def test_header_is_not_an_object(folder):
+    path = folder / "model.safetensors"
+    write_raw_safetensors(path, ["transformer.wte.weight"])
+    with expect_error(CheckpointError, path, "JSON object"):
+        neo_numpy.load_model(folder)
+
+
+def test_tensor_bytes_do_not_fit_shape(folder):
+    """Header shape and byte range disagree (the config's shape is right, the bytes are one float short)."""
+    path = folder / "model.safetensors"
+    tensors = load_file(str(path))
+    header, data = {}, b""
+    for name, array in tensors.items():
+        raw = array.tobytes()[:-4] if name == "transformer.ln_f.bias" else array.tobytes()
+        header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    write_raw_safetensors(path, header, data)
+    with expect_error(CheckpointError, path, "transformer.ln_f.bias", "[60]"):
         neo_numpy.load_model(folder)
 
 
