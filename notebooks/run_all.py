@@ -1,0 +1,93 @@
+"""Execute every notebook in this folder, top to bottom, and keep the executed copies (with outputs) elsewhere.
+
+    python notebooks/run_all.py                                    # the released 125M (downloaded on first use)
+    python notebooks/run_all.py --model ./weights/gpt-neo-125m     # any size, hub id or local checkpoint folder
+    python notebooks/run_all.py 03_attention --figures            # one notebook, and its pictures as PNG files
+    python notebooks/run_all.py --strip                            # clear outputs of the notebooks here, in place
+
+The committed notebooks stay without outputs; executed copies go to --out (default notebooks/executed/, ignored
+by git), and with --figures every picture is also written there as <notebook>-<n>.png. Needs nbclient and ipykernel.
+"""
+
+import argparse
+import base64
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+HERE = Path(__file__).resolve().parent
+
+
+def execute(path: Path, model: str = None, timeout: int = 1200) -> nbformat.NotebookNode:
+    """Run one notebook in a fresh python3 kernel with notebooks/ as its working folder; raises CellExecutionError."""
+    notebook = nbformat.read(path, as_version=4)
+    env = dict(os.environ)
+    model = model or env.get("NEO_NUMPY_MODEL")
+    if model:  # a relative folder is meant from here, not from the kernel's working folder (notebooks/)
+        env["NEO_NUMPY_MODEL"] = str(Path(model).resolve()) if Path(model).exists() else model
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
+    client = NotebookClient(notebook, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": str(HERE)}})
+    client.execute(env=env)
+    return notebook
+
+
+def strip(path: Path) -> None:
+    """Remove outputs and execution counts in place, the form the notebooks are committed in."""
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+        cell.metadata.pop("execution", None)
+    nbformat.write(notebook, path)
+
+
+def images(notebook):
+    """Every PNG the notebook displayed, as bytes, in order."""
+    return [base64.b64decode(output["data"]["image/png"]) for cell in notebook.cells if cell.cell_type == "code"
+            for output in cell.get("outputs", []) if "image/png" in output.get("data", {})]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", help="names or paths (default: every *.ipynb here)")
+    parser.add_argument("--model", help="checkpoint for $NEO_NUMPY_MODEL (default: the environment's, else 125M)")
+    parser.add_argument("--out", default=str(HERE / "executed"), help="folder for the executed copies")
+    parser.add_argument("--figures", action="store_true", help="also write each picture as a PNG file")
+    parser.add_argument("--strip", action="store_true", help="only clear the notebooks' outputs in place (before committing)")
+    args = parser.parse_args(argv)
+
+    paths = [HERE / (name if name.endswith(".ipynb") else f"{name}.ipynb") for name in args.notebooks] or sorted(HERE.glob("*.ipynb"))
+    if args.strip:
+        for path in paths:
+            strip(path)
+            print("stripped", path.name)
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for path in paths:
+        started = time.perf_counter()
+        try:
+            notebook = execute(path, args.model)
+            status = "ok"
+        except CellExecutionError as error:
+            notebook, status = None, f"FAILED\n{error}"
+            failures += 1
+        seconds = time.perf_counter() - started
+        print(f"{path.name:<34} {seconds:6.1f} s  {status}", flush=True)
+        if notebook is None:
+            continue
+        nbformat.write(notebook, out / path.name)
+        if args.figures:
+            for number, png in enumerate(images(notebook), start=1):
+                (out / f"{path.stem}-{number}.png").write_bytes(png)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
