@@ -35,8 +35,12 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def weights_dir() -> Path:
-    """Where downloaded checkpoints go: $NEO_NUMPY_WEIGHTS, or weights/ at the top of the project."""
-    return Path(os.environ.get("NEO_NUMPY_WEIGHTS") or Path(__file__).resolve().parent.parent / "weights")
+    """Where downloaded checkpoints go: $NEO_NUMPY_WEIGHTS, else weights/ at the top of the project when running
+    from a checkout, else ~/.cache/neo_numpy (an installed package)."""
+    if os.environ.get("NEO_NUMPY_WEIGHTS"):
+        return Path(os.environ["NEO_NUMPY_WEIGHTS"])
+    checkout = Path(__file__).resolve().parent.parent / "weights"
+    return checkout if checkout.is_dir() else Path.home() / ".cache" / "neo_numpy"
 
 
 def resolve_model_dir(name_or_path) -> Path:
