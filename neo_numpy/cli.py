@@ -60,6 +60,9 @@ def main(argv=None) -> int:
     except NeoNumpyError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before generation began (loading, downloading): no traceback either
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 def read_prompt(args) -> str:
@@ -91,6 +94,8 @@ def run_generate(args) -> int:
                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                     repetition_penalty=args.repetition_penalty, seed=args.seed)
     check_settings(args.max_new_tokens, args.min_new_tokens, args.temperature, args.top_k, args.top_p, args.repetition_penalty)
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}.")
     prompt = read_prompt(args)
     started = time.perf_counter()
     folder = resolve_model_dir(args.model)

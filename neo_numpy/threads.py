@@ -10,6 +10,8 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .errors import InputError
+
 MATRIX_VECTOR_ROWS = 8  # up to this many rows (batch x new positions) a product counts as matrix-vector work
 
 
@@ -33,7 +35,7 @@ class ThreadPlan:
             return threads
         if threads is not None:
             if int(threads) < 1:
-                raise ValueError(f"threads must be at least 1, got {threads}.")
+                raise InputError(f"threads must be at least 1, got {threads}.")
             return cls(int(threads), int(threads))
         cores = available_cores()
         return cls(prefill=cores, decode=1 if cores <= 2 else min(cores // 2, 8))

