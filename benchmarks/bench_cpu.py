@@ -214,14 +214,14 @@ def measure_bound(model, repeats):
             inputs[weight.shape[1]] @ weight.T  # [1, in] @ [in, out]
 
     sweeps = max(10, 2 * repeats)
-    with blas_threads(model.threads.decode):
+    with blas_threads(model.blas_threads_for(1)):
         sweep()
         times = []
         for _ in range(sweeps):
             times.append(timed(sweep)[0])
     total_bytes = sum(m.nbytes for m in matrices)
     seconds = median(times)
-    return {"threads": model.threads.decode, "matrices": len(matrices), "bytes": total_bytes, "sweep_seconds": times,
+    return {"threads": model.blas_threads_for(1), "matrices": len(matrices), "bytes": total_bytes, "sweep_seconds": times,
             "tokens_per_second": 1.0 / seconds, "gigabytes_per_second": total_bytes / seconds / 1e9}
 
 
@@ -401,7 +401,7 @@ def main(argv=None) -> int:
     model, tf_model = load_both(folder, args, sections, results)
     import torch
 
-    threads = {"neo_prefill": model.threads.prefill, "neo_decode": model.threads.decode,
+    threads = {"neo_prefill": model.threads.prefill, "neo_decode": model.blas_threads_for(1),
                "torch": torch.get_num_threads() if tf_model is not None else None}
     log(f"threads: neo_numpy prefill {threads['neo_prefill']}, decode {threads['neo_decode']}; torch {threads['torch']}")
 

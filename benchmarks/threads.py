@@ -113,8 +113,8 @@ def main(argv=None) -> int:
          "same, one cache-resident matrix (ms)", "GB/s", f"prefill [512, {hidden}] @ [{hidden}, {inner}] (ms)", "GFLOP/s"], rows_out))
     print()
     print(f"- Fastest: {best['decode']} thread(s) for decode steps, {best['prefill']} for prefill.")
-    print(f"- neo_numpy's default plan on this machine: {default.prefill} for prefill, {default.decode} for decode "
-          f"(neo_numpy.threads.ThreadPlan.choose()).")
+    print(f"- neo_numpy's default plan on this machine: {default.prefill} for prefill; for decode it times 1, half and all "
+          f"cores on the model's own MLP weights at the first decode step and keeps the fastest (neo_numpy/threads.py).")
     print(f"- To use the measured counts: neo_numpy.load_model(..., threads=ThreadPlan(prefill={best['prefill']}, "
           f"decode={best['decode']})); `--threads N` (CLI, bench_cpu.py) sets one count N for both.")
     print("\n".join(common.machine_lines(info)))

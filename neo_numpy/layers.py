@@ -14,9 +14,10 @@ GELU_SCALE = float(np.sqrt(2.0 / np.pi))  # Python floats keep float32 arrays fl
 
 def layer_norm(x, weight, bias, eps: float):
     """Normalise each position's vector to mean 0 and (biased) variance 1, then scale and shift.  x: [..., D]"""
-    mean = x.mean(axis=-1, keepdims=True)  # [..., 1]
+    width = x.shape[-1]
+    mean = x.sum(axis=-1, keepdims=True) / width  # [..., 1]
     centered = x - mean  # [..., D]
-    variance = (centered * centered).mean(axis=-1, keepdims=True)  # [..., 1]  divides by D, not D - 1
+    variance = (centered * centered).sum(axis=-1, keepdims=True) / width  # [..., 1]  biased: divides by D, not D - 1
     return centered / np.sqrt(variance + eps) * weight + bias  # [..., D]
 
 
@@ -35,14 +36,29 @@ def linear(x, weight, bias=None):
 
 
 def gelu_new(x):
-    """GPT-2's tanh approximation of GELU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    return 0.5 * x * (1.0 + np.tanh(GELU_SCALE * (x + 0.044715 * (x * x * x))))
+    """GPT-2's tanh approximation of GELU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+
+    Computed in place in one buffer, step by step, because in a prompt x is large ([T, F]) and every
+    temporary array would cost a pass over memory.
+    """
+    y = x * x  # x^2
+    y *= x  # x^3
+    y *= 0.044715
+    y += x  # x + 0.044715 x^3
+    y *= GELU_SCALE
+    np.tanh(y, out=y)
+    y += 1.0
+    y *= x
+    y *= 0.5
+    return y
 
 
 def softmax(scores):
-    """Softmax over the last axis, after subtracting the row maximum so exp never overflows."""
-    exps = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    return exps / exps.sum(axis=-1, keepdims=True)
+    """Softmax over the last axis, after subtracting the row maximum so exp never overflows (one new buffer)."""
+    exps = scores - scores.max(axis=-1, keepdims=True)
+    np.exp(exps, out=exps)
+    exps /= exps.sum(axis=-1, keepdims=True)
+    return exps
 
 
 def split_heads(x, num_heads: int):
@@ -64,7 +80,7 @@ def attention(q, k, v, allowed):
     Returns [B, H, T, Dh]. Scores and softmax are float32 whatever the weights' dtype.
     """
     scores = q.astype(np.float32, copy=False) @ k.astype(np.float32, copy=False).swapaxes(-1, -2)  # [B, H, T, S]
-    scores = np.where(allowed, scores, MASKED_SCORE)  # [B, H, T, S]
+    np.copyto(scores, MASKED_SCORE, where=~allowed)  # [B, H, T, S]: disallowed scores become float32's minimum
     weights = softmax(scores)  # [B, H, T, S]
     return weights.astype(v.dtype, copy=False) @ v  # [B, H, T, Dh]
 

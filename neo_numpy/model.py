@@ -18,7 +18,7 @@ from .config import NeoConfig
 from .errors import InputError
 from .hub import DEFAULT_MODEL, resolve_model_dir
 from .layers import attention, layer_norm, linear, merge_heads, mlp, split_heads
-from .threads import ThreadPlan, blas_threads
+from .threads import MATRIX_VECTOR_ROWS, ThreadPlan, blas_threads
 from .tokenizer import TextStream, tokenizer_from_folder
 
 
@@ -32,7 +32,7 @@ class NeoModel:
         self.path = path  # the checkpoint folder it came from
         self.load_seconds = load_seconds
         self._tokenizer = None
-        self.threads = ThreadPlan.choose(threads)  # BLAS threads for prompts and for decode steps
+        self.threads = ThreadPlan.choose(threads)  # BLAS threads for prompts and for decode steps (see threads.py)
 
     # ------------------------------------------------------------------ the forward pass, one step at a time
 
@@ -83,7 +83,7 @@ class NeoModel:
             raise InputError(f"the cache holds {cache.capacity} positions; position {start + length - 1} does not fit.")
         masks = prefill_masks(self.backend.xp, key_visible, self.config.window_size) if start == 0 else {}
         masks["key_visible"] = key_visible
-        with blas_threads(self.threads.for_rows(input_ids.shape[0] * length)):
+        with blas_threads(self.blas_threads_for(input_ids.shape[0] * length)):
             h = self.embed(input_ids, position_ids)  # [B, T, D]
             for layer, layer_cache in zip(self.weights.layers, cache.layers):
                 if hidden_states is not None:
@@ -94,6 +94,14 @@ class NeoModel:
         if hidden_states is not None:  # like transformers, the last entry is after ln_f
             hidden_states.append(layer_norm(h, self.weights.ln_f_weight, self.weights.ln_f_bias, self.config.layer_norm_epsilon))
         return logits
+
+    def blas_threads_for(self, rows: int) -> int:
+        """BLAS threads for products with `rows` input rows; the decode count is measured on first use."""
+        if rows > MATRIX_VECTOR_ROWS:
+            return self.threads.prefill
+        if self.threads.decode is None:
+            self.threads = self.threads.with_measured_decode([layer.c_fc_weight for layer in self.weights.layers])
+        return self.threads.decode
 
     # ------------------------------------------------------------------ the public interface
 

@@ -1,14 +1,18 @@
 """How many BLAS threads each kind of product gets.
 
-Prefill multiplies matrices by matrices ([T, D] @ [D, F]): compute-bound, more threads help. A decode step
-multiplies one row by each weight matrix ([1, D] @ [D, F]): memory-bound, and on a small machine extra threads
-mostly add synchronisation (measured here on 2 cores: a [1, 768] @ [768, 3072] product took 0.26 ms on one thread
-and several ms on two). So the two get separate thread counts; `python benchmarks/threads.py` measures both.
+Prefill multiplies matrices by matrices ([T, D] @ [D, F]): compute-bound, so it gets every core. A decode step
+multiplies one row by each weight matrix ([1, D] @ [D, F]): memory-bound, and whether more threads help depends
+on the machine and on what else runs on it. Measured on a 2-core machine: on an idle machine two threads read
+the weights 1.5x faster than one (11.4 vs 7.7 GB/s), while next to another busy process two threads made the same
+product 30x slower than one (spinning threads fight for the cores). So the decode count is not guessed: the first
+decode step times a pass over the model's own MLP weights with each candidate count and keeps the fastest.
+`python benchmarks/threads.py` shows the same measurement in a table.
 """
 
 import os
+import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import InputError
 
@@ -24,24 +28,48 @@ def available_cores() -> int:
 
 @dataclass(frozen=True)
 class ThreadPlan:
-    prefill: int  # BLAS threads for matrix-matrix work (prompts, batches)
-    decode: int  # BLAS threads for matrix-vector work (one token of one sequence)
+    prefill: int  # BLAS threads for matrix-matrix work (prompts)
+    decode: int = None  # BLAS threads for matrix-vector work (decode steps); None: measure on first use
 
     @classmethod
     def choose(cls, threads=None) -> "ThreadPlan":
-        """None: all cores for prefill, and for decode 1 thread up to 2 cores, else half the cores (at most 8).
-        An int uses that many for both; a ThreadPlan is taken as it is."""
+        """None: all cores for prefill, decode measured; an int: that many for both; a ThreadPlan as it is."""
         if isinstance(threads, ThreadPlan):
             return threads
-        if threads is not None:
-            if int(threads) < 1:
-                raise InputError(f"threads must be at least 1, got {threads}.")
-            return cls(int(threads), int(threads))
-        cores = available_cores()
-        return cls(prefill=cores, decode=1 if cores <= 2 else min(cores // 2, 8))
+        if threads is None:
+            return cls(prefill=available_cores())
+        if int(threads) < 1:
+            raise InputError(f"threads must be at least 1, got {threads}.")
+        return cls(int(threads), int(threads))
 
     def for_rows(self, rows: int) -> int:
         return self.decode if rows <= MATRIX_VECTOR_ROWS else self.prefill
+
+    def with_measured_decode(self, matrices) -> "ThreadPlan":
+        """This plan with the decode count that multiplies a row by `matrices` fastest, if it was not set."""
+        if self.decode is not None:
+            return self
+        return replace(self, decode=fastest_matrix_vector_threads(matrices, self.prefill))
+
+
+def fastest_matrix_vector_threads(matrices, most: int, passes: int = 3) -> int:
+    """The thread count (1, half, or all of `most`) with the lowest median time for x @ W.T over every matrix.
+
+    matrices: [out, in] arrays, together larger than the CPU caches, so the pass reads memory as decode does.
+    """
+    candidates = sorted({1, max(1, most // 2), most})
+    row = matrices[0][:1] * 0  # [1, in] in the matrices' dtype and on their device
+    timings = {}
+    for count in candidates:
+        with blas_threads(count):
+            times = []
+            for _ in range(passes + 1):  # the first pass wakes the threads up and is not counted
+                started = time.perf_counter()
+                for matrix in matrices:
+                    row @ matrix.T
+                times.append(time.perf_counter() - started)
+        timings[count] = sorted(times[1:])[len(times[1:]) // 2]
+    return min(timings, key=timings.get)
 
 
 _controller = None
