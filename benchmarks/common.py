@@ -70,24 +70,10 @@ def config_dict(size: str) -> dict:
 
 def tensor_shapes(size: str) -> dict:
     """name -> shape of every tensor in a GPT-Neo checkpoint of size `size` (tied head: no lm_head.weight)."""
-    shape = SHAPES[size]
-    hidden, inner = shape["hidden_size"], 4 * shape["hidden_size"]
-    shapes = {"transformer.wte.weight": (VOCAB_SIZE, hidden), "transformer.wpe.weight": (POSITIONS, hidden)}
-    for i in range(shape["num_layers"]):
-        prefix = f"transformer.h.{i}."
-        shapes.update({
-            prefix + "ln_1.weight": (hidden,), prefix + "ln_1.bias": (hidden,),
-            prefix + "attn.attention.q_proj.weight": (hidden, hidden),
-            prefix + "attn.attention.k_proj.weight": (hidden, hidden),
-            prefix + "attn.attention.v_proj.weight": (hidden, hidden),
-            prefix + "attn.attention.out_proj.weight": (hidden, hidden),
-            prefix + "attn.attention.out_proj.bias": (hidden,),
-            prefix + "ln_2.weight": (hidden,), prefix + "ln_2.bias": (hidden,),
-            prefix + "mlp.c_fc.weight": (inner, hidden), prefix + "mlp.c_fc.bias": (inner,),
-            prefix + "mlp.c_proj.weight": (hidden, inner), prefix + "mlp.c_proj.bias": (hidden,),
-        })
-    shapes.update({"transformer.ln_f.weight": (hidden,), "transformer.ln_f.bias": (hidden,)})
-    return shapes
+    from neo_numpy.checkpoint import expected_shapes
+    from neo_numpy.config import NeoConfig
+
+    return expected_shapes(NeoConfig.from_dict(config_dict(size)))
 
 
 def float32_bytes(size: str) -> int:
