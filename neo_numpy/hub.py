@@ -81,6 +81,11 @@ def _from_hub(repo_id: str) -> Path:
         snapshot_download(repo_id, allow_patterns=FILES_NEEDED, local_dir=target)
     except Exception as error:
         raise ModelNotFoundError(_download_failure(repo_id, error)) from None
+    if not _is_complete(target):
+        raise ModelNotFoundError(
+            f"{repo_id} on the Hugging Face Hub has no config.json with safetensors weights (neo_numpy does not load "
+            "pickle files); convert it with transformers' save_pretrained and pass the folder with --model."
+        )
     return target
 
 

@@ -316,3 +316,13 @@ def test_second_resolve_uses_the_downloaded_copy(weights, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert resolve_model_dir("125m") == first
     assert len(fake.calls) == count
+
+
+def test_repo_without_safetensors_is_refused_after_download(weights, monkeypatch):
+    # allow_patterns skips pytorch_model.bin, so a pickle-only repo leaves just its config and tokenizer files
+    install(monkeypatch, FakeSnapshotDownload(download=("config.json", "vocab.json", "merges.txt")))
+    with pytest.raises(ModelNotFoundError) as error:
+        resolve_model_dir("someone/pickle-only-neo")
+    message = str(error.value)
+    assert "someone/pickle-only-neo" in message and "safetensors" in message and "--model" in message
+    assert one_sentence(message)
