@@ -1,6 +1,7 @@
 """The one place that picks the array library: NumPy on the CPU, or CuPy on an NVIDIA GPU.
 
-Everything else receives a `Backend` and calls `backend.xp.<function>`; the model's math never asks which one it is.
+The model allocates through `backend.xp` (caches, masks, inputs) and moves weights with `backend.asarray`; the layer
+math calls NumPy functions that CuPy arrays also answer (see layers.py). Nothing else asks which one it is.
 """
 
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ import numpy as np
 
 from .errors import BackendError
 
-DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": "bfloat16"}
+DTYPES = ("float32", "float16", "bfloat16")  # weight storage; bfloat16 is refused by both backends for now
 
 
 @dataclass(frozen=True)
