@@ -11,10 +11,17 @@ from .errors import InputError
 from .cache import positions_from_mask
 from .sampling import check_settings, process_logits, sample
 
+MODEL_EOS = "config"  # eos_token_id's default: the model's own end-of-text id (None means never stop)
+
+
+def resolve_eos(model, eos_token_id):
+    """The id that ends generation: the model's for MODEL_EOS, otherwise the one given (None: no stopping)."""
+    return model.config.eos_token_id if eos_token_id == MODEL_EOS else eos_token_id
+
 
 def generate_tokens(model, input_ids, attention_mask=None, max_new_tokens: int = 20, min_new_tokens: int = 0,
                     do_sample: bool = False, temperature: float = 1.0, top_k: int = 50, top_p: float = 1.0,
-                    repetition_penalty: float = 1.0, eos_token_id="config", seed=None):
+                    repetition_penalty: float = 1.0, eos_token_id=MODEL_EOS, seed=None):
     """Yield the next token of every row, step by step: int64 [B] per step, at most max_new_tokens steps.
 
     Arguments mean what they mean in transformers' generate(). eos_token_id defaults to the model's (50256);
@@ -32,7 +39,7 @@ def generate_tokens(model, input_ids, attention_mask=None, max_new_tokens: int =
             f"the prompt has {prompt_length} tokens and max_new_tokens asks for {max_new_tokens} more, "
             f"beyond the model's {limit}-position context."
         )
-    eos = model.config.eos_token_id if eos_token_id == "config" else eos_token_id
+    eos = resolve_eos(model, eos_token_id)
     settings = dict(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                     repetition_penalty=repetition_penalty, min_new_tokens=min_new_tokens, eos_token_id=eos)
     xp, rng = model.backend.xp, np.random.default_rng(seed)

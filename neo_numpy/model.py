@@ -180,8 +180,7 @@ class NeoModel:
         ids = tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
         if len(ids) == 0:
             raise InputError("the prompt is empty: give at least one token to continue from.")
-        eos = settings.get("eos_token_id", "config")
-        eos = self.config.eos_token_id if eos == "config" else eos
+        eos = generation.resolve_eos(self, settings.get("eos_token_id", generation.MODEL_EOS))
         text = TextStream(tokenizer)
         for tokens in self.generate_tokens(np.asarray(ids)[None, :], **settings):
             if eos is not None and tokens[0] == eos:

@@ -252,23 +252,20 @@ def long_checkpoint(cli_root):
     return save_checkpoint(build_torch_model(MODEL, max_positions=2048), cli_root / "long_checkpoint")
 
 
-def test_ctrl_c_stops_cleanly(long_checkpoint, cli_root):
-    args = [sys.executable, "-m", "neo_numpy", "generate", "The dog", "-m", str(long_checkpoint), "-n", "2000",
-            "--ignore-eos", "--no-echo"]
-    process = subprocess.Popen(args, cwd=REPO_ROOT, env=cli_env(cli_root), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # not inherited as ignored
+def start_interruptible(args, cli_root, stdin):
+    """Popen the command with SIGINT at its default action (a test runner may start children with it ignored)."""
+    return subprocess.Popen(args, cwd=REPO_ROOT, env=cli_env(cli_root), stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, bufsize=0,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def interrupt(process, wait_until):
+    """Run wait_until(process) (it returns bytes already read from stdout), send SIGINT, and collect the end.
+
+    Returns (stdout, stderr as text); asserts exit status 130 and no traceback. The process never outlives the test.
+    """
     try:
-        selector = selectors.DefaultSelector()
-        selector.register(process.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + 120
-        first = b""
-        while not first and time.monotonic() < deadline:  # --no-echo: the first byte is generated text
-            if selector.select(timeout=1.0):
-                first = process.stdout.read(1)
-                if not first:
-                    break  # the process ended without printing anything
-        assert first, f"no output before the deadline; stderr: {process.stderr.read().decode()}"
+        first = wait_until(process)
         process.send_signal(signal.SIGINT)
         rest, stderr = process.communicate(timeout=60)
     finally:
@@ -278,11 +275,32 @@ def test_ctrl_c_stops_cleanly(long_checkpoint, cli_root):
     stderr = stderr.decode("utf-8")
     assert process.returncode == 130, f"exit status {process.returncode}; stderr:\n{stderr}"
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    return first + rest, stderr
+
+
+def first_output_byte(process):
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + 120
+    first = b""
+    while not first and time.monotonic() < deadline:  # --no-echo: the first byte is generated text
+        if selector.select(timeout=1.0):
+            first = process.stdout.read(1)
+            if not first:
+                break  # the process ended without printing anything
+    assert first, f"no output before the deadline; stderr: {process.stderr.read().decode()}"
+    return first
+
+
+def test_ctrl_c_stops_cleanly(long_checkpoint, cli_root):
+    args = [sys.executable, "-m", "neo_numpy", "generate", "The dog", "-m", str(long_checkpoint), "-n", "2000",
+            "--ignore-eos", "--no-echo"]
+    stdout, stderr = interrupt(start_interruptible(args, cli_root, subprocess.DEVNULL), first_output_byte)
     summary = assert_summary(stderr)
     assert "interrupted" in summary
     new_tokens = int(summary.split(" new tokens")[0].split()[-1])
     assert 0 < new_tokens < 2000
-    assert (first + rest).decode("utf-8").endswith("\n")
+    assert stdout.decode("utf-8").endswith("\n")
 
 
 READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(os.uname().machine)
@@ -292,29 +310,19 @@ def test_ctrl_c_before_generation_starts_is_clean(checkpoint_dirs, cli_root):
     """Ctrl-C while the command waits for its prompt on standard input: exit status 130, no traceback."""
     if READ_SYSCALL is None or not Path("/proc/self/syscall").exists():
         pytest.skip("needs Linux /proc/<pid>/syscall on x86_64 or aarch64 to see the process wait on stdin")
-    args = [sys.executable, "-m", "neo_numpy", "generate", "-m", str(checkpoint_dirs[MODEL])]
-    process = subprocess.Popen(args, cwd=REPO_ROOT, env=cli_env(cli_root), stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
+
+    def waiting_on_stdin(process):  # wait until it blocks in read(0, ...)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:  # wait until it blocks in read(0, ...)
+        while time.monotonic() < deadline and process.poll() is None:
             try:
                 fields = Path(f"/proc/{process.pid}/syscall").read_text().split()
             except OSError:
                 fields = []
             if fields[:2] == [READ_SYSCALL, "0x0"]:
-                break
+                return b""
             time.sleep(0.05)
-        else:
-            pytest.fail(f"the command never waited on standard input (exit status {process.poll()})")
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    stderr = stderr.decode("utf-8")
-    assert process.returncode == 130, f"exit status {process.returncode}; stderr:\n{stderr}"
-    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+        pytest.fail(f"the command never waited on standard input (exit status {process.poll()})")
+
+    args = [sys.executable, "-m", "neo_numpy", "generate", "-m", str(checkpoint_dirs[MODEL])]
+    _, stderr = interrupt(start_interruptible(args, cli_root, subprocess.PIPE), waiting_on_stdin)
     assert "interrupted" in stderr
