@@ -55,8 +55,10 @@ def resolve_checkpoint(name: str):
         folder = common.random_checkpoint_folder(size)
         if not (folder / "config.json").is_file():
             common.build_random_checkpoint(size, folder)
-        return folder, (f"random-weight checkpoint of the {size} shape from {folder} "
-                        f"(the released one is not on this machine; the speed depends on the shapes only)")
+        return folder, (
+            f"random-weight checkpoint of the {size} shape from {folder} "
+            f"(the released one is not on this machine; the speed depends on the shapes only)"
+        )
     folder = Path(name).expanduser()
     if not (folder / "config.json").is_file():
         sys.exit(f"--model must be 125M, 1.3B, 2.7B or a checkpoint folder with config.json; {folder} is neither.")
@@ -98,7 +100,9 @@ def transformers_from_neo(model, folder: Path):
             if module.attention_type == "local":
                 bias = torch.bitwise_xor(bias, torch.tril(bias, -config.window_size))
             module.bias = bias
-    left = [name for name, tensor in list(tf_model.named_parameters()) + list(tf_model.named_buffers()) if tensor.is_meta]
+    left = [
+        name for name, tensor in list(tf_model.named_parameters()) + list(tf_model.named_buffers()) if tensor.is_meta
+    ]
     if left:
         sys.exit(f"could not build transformers' model on neo_numpy's arrays: {left[0]} has no data.")
     return tf_model.eval()
@@ -121,8 +125,11 @@ def load_both(folder: Path, args, sections, results):
     if args.transformers_weights == "auto" and available is not None and need_transformers:
         share = available < 2.3 * file_bytes + (1 << 30)
     if share and need_transformers:
-        why = ("--transformers-weights share" if args.transformers_weights == "share" else
-               f"{common.gb(available)} GB of memory is available, too little for two copies of {common.gb(file_bytes)} GB")
+        why = (
+            "--transformers-weights share"
+            if args.transformers_weights == "share"
+            else f"{common.gb(available)} GB of memory is available, too little for two copies of {common.gb(file_bytes)} GB"
+        )
         log(f"transformers will use neo_numpy's weight arrays ({why}).")
 
     tf_model, tf_times = None, []
@@ -130,7 +137,9 @@ def load_both(folder: Path, args, sections, results):
         for _ in range(loads):
             tf_model = None
             gc.collect()
-            seconds, tf_model = timed(GPTNeoForCausalLM.from_pretrained, folder, dtype=torch.float32, attn_implementation="eager")
+            seconds, tf_model = timed(
+                GPTNeoForCausalLM.from_pretrained, folder, dtype=torch.float32, attn_implementation="eager"
+            )
             tf_times.append(seconds)
         tf_model.eval()
     model, neo_times = None, []
@@ -143,8 +152,13 @@ def load_both(folder: Path, args, sections, results):
         tf_model = transformers_from_neo(model, folder)
     if "load" in sections:
         results["load"] = {"neo_seconds": neo_times, "transformers_seconds": tf_times, "file_bytes": file_bytes}
-    results["transformers_weights"] = ("not loaded (no section needs it)" if not need_transformers else
-                                       "shared with neo_numpy (torch.from_numpy)" if share else "from_pretrained")
+    results["transformers_weights"] = (
+        "not loaded (no section needs it)"
+        if not need_transformers
+        else "shared with neo_numpy (torch.from_numpy)"
+        if share
+        else "from_pretrained"
+    )
     if tf_model is not None:
         assert tf_model.config._attn_implementation == "eager", tf_model.config._attn_implementation
         torch.set_num_threads(args.torch_threads or model.threads.prefill)
@@ -163,8 +177,14 @@ def tf_generate(tf_model, ids, new_tokens):
 
     with torch.inference_mode():
         tensor = torch.from_numpy(ids)
-        out = tf_model.generate(tensor, attention_mask=torch.ones_like(tensor), do_sample=False, max_new_tokens=new_tokens,
-                                min_new_tokens=new_tokens, pad_token_id=0)
+        out = tf_model.generate(
+            tensor,
+            attention_mask=torch.ones_like(tensor),
+            do_sample=False,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            pad_token_id=0,
+        )
     return out.numpy()
 
 
@@ -185,8 +205,12 @@ def measure_decode(model, tf_model, ids, repeats):
     result = {"batch": ids.shape[0], "prompt_tokens": ids.shape[1], "new_tokens": NEW_TOKENS}
     for name in runners:
         per_step = (median(times[name][NEW_TOKENS]) - median(times[name][1])) / (NEW_TOKENS - 1)
-        result[name] = {"seconds_new_64": times[name][NEW_TOKENS], "seconds_new_1": times[name][1],
-                        "seconds_per_step": per_step, "tokens_per_second": ids.shape[0] / per_step}
+        result[name] = {
+            "seconds_new_64": times[name][NEW_TOKENS],
+            "seconds_new_1": times[name][1],
+            "seconds_per_step": per_step,
+            "tokens_per_second": ids.shape[0] / per_step,
+        }
     if tf_model is not None:
         result["ids_identical"] = bool((outputs["neo"] == outputs["transformers"]).all())
         if not result["ids_identical"]:
@@ -204,7 +228,14 @@ def measure_bound(model, repeats):
 
     matrices = []
     for layer in model.weights.layers:
-        matrices += [layer.q_proj, layer.k_proj, layer.v_proj, layer.out_proj_weight, layer.c_fc_weight, layer.c_proj_weight]
+        matrices += [
+            layer.q_proj,
+            layer.k_proj,
+            layer.v_proj,
+            layer.out_proj_weight,
+            layer.c_fc_weight,
+            layer.c_proj_weight,
+        ]
     matrices.append(model.weights.lm_head)  # [vocab, hidden]
     rng = np.random.default_rng(0)
     inputs = {width: rng.standard_normal((1, width), dtype=np.float32) for width in {m.shape[1] for m in matrices}}
@@ -221,8 +252,14 @@ def measure_bound(model, repeats):
             times.append(timed(sweep)[0])
     total_bytes = sum(m.nbytes for m in matrices)
     seconds = median(times)
-    return {"threads": model.blas_threads_for(1), "matrices": len(matrices), "bytes": total_bytes, "sweep_seconds": times,
-            "tokens_per_second": 1.0 / seconds, "gigabytes_per_second": total_bytes / seconds / 1e9}
+    return {
+        "threads": model.blas_threads_for(1),
+        "matrices": len(matrices),
+        "bytes": total_bytes,
+        "sweep_seconds": times,
+        "tokens_per_second": 1.0 / seconds,
+        "gigabytes_per_second": total_bytes / seconds / 1e9,
+    }
 
 
 def measure_prefill(model, tf_model, repeats):
@@ -232,14 +269,16 @@ def measure_prefill(model, tf_model, repeats):
     ids = np.random.default_rng(1).integers(0, EOS, size=(1, PREFILL_TOKENS))
     runners = {"neo": lambda: model.forward(ids)}
     if tf_model is not None:
+
         def tf_forward():
             with torch.inference_mode():
                 return tf_model(torch.from_numpy(ids)).logits
+
         runners["transformers"] = tf_forward
     outputs = {name: run() for name, run in runners.items()}  # warm-up
     times = {name: [] for name in runners}
     for repeat in range(repeats):
-        for name in (list(runners) if repeat % 2 == 0 else list(runners)[::-1]):
+        for name in list(runners) if repeat % 2 == 0 else list(runners)[::-1]:
             settle()
             times[name].append(timed(runners[name])[0])
     result = {"tokens": PREFILL_TOKENS}
@@ -247,7 +286,9 @@ def measure_prefill(model, tf_model, repeats):
         result[name] = {"seconds": times[name], "tokens_per_second": PREFILL_TOKENS / median(times[name])}
     if tf_model is not None:
         reference = outputs["transformers"].numpy().astype(np.float64)
-        result["logits_max_relative_difference"] = float(np.abs(outputs["neo"] - reference).max() / np.abs(reference).max())
+        result["logits_max_relative_difference"] = float(
+            np.abs(outputs["neo"] - reference).max() / np.abs(reference).max()
+        )
     return result
 
 
@@ -273,9 +314,13 @@ def measure_long_context(model, repeats):
     for _ in range(repeats):
         long_times += step_times(LONG_PROMPT)
         short_times += step_times(SHORT_PROMPT)
-    return {"long_positions": [LONG_PROMPT, LONG_PROMPT + TIMED_STEPS - 1], "short_positions": [SHORT_PROMPT, SHORT_PROMPT + TIMED_STEPS - 1],
-            "long_step_seconds": long_times, "short_step_seconds": short_times,
-            "long_over_short": median(long_times) / median(short_times)}
+    return {
+        "long_positions": [LONG_PROMPT, LONG_PROMPT + TIMED_STEPS - 1],
+        "short_positions": [SHORT_PROMPT, SHORT_PROMPT + TIMED_STEPS - 1],
+        "long_step_seconds": long_times,
+        "short_step_seconds": short_times,
+        "long_over_short": median(long_times) / median(short_times),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- the report
@@ -301,57 +346,156 @@ def table_rows(results):
     decode, bound = results.get("decode"), results.get("bound")
     if decode:
         neo, tf = decode["neo"]["tokens_per_second"], decode.get("transformers", {}).get("tokens_per_second")
-        rows.append([f"decode, batch 1, greedy (tokens/s; {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new, prefill excluded)",
-                     fmt(neo), fmt(tf), ratio(neo, tf), ""])
+        rows.append(
+            [
+                f"decode, batch 1, greedy (tokens/s; {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new, prefill excluded)",
+                fmt(neo),
+                fmt(tf),
+                ratio(neo, tf),
+                "",
+            ]
+        )
         if "ids_identical" in decode:
-            same = "yes" if decode["ids_identical"] else (
-                f"NO: from new token {decode['first_difference_at_new_token']}"
-                + (" (neo_numpy chose EOS; transformers' min_new_tokens forbids it)" if decode["neo_chose_eos_there"] else ""))
+            same = (
+                "yes"
+                if decode["ids_identical"]
+                else (
+                    f"NO: from new token {decode['first_difference_at_new_token']}"
+                    + (
+                        " (neo_numpy chose EOS; transformers' min_new_tokens forbids it)"
+                        if decode["neo_chose_eos_there"]
+                        else ""
+                    )
+                )
+            )
             rows.append(["decode, batch 1: generated ids identical", same, "", "", ""])
     if bound:
-        rows.append([f"bandwidth bound: one x @ W.T sweep over all {bound['matrices']} weight matrices "
-                     f"({common.gb(bound['bytes'])} GB, {bound['threads']} thread{'s' if bound['threads'] > 1 else ''}) (tokens/s)",
-                     fmt(bound["tokens_per_second"]), "", "", ""])
+        rows.append(
+            [
+                f"bandwidth bound: one x @ W.T sweep over all {bound['matrices']} weight matrices "
+                f"({common.gb(bound['bytes'])} GB, {bound['threads']} thread{'s' if bound['threads'] > 1 else ''}) (tokens/s)",
+                fmt(bound["tokens_per_second"]),
+                "",
+                "",
+                "",
+            ]
+        )
         rows.append(["bandwidth of that sweep (GB/s)", fmt(bound["gigabytes_per_second"]), "", "", ""])
     if decode and bound:
         tf = decode.get("transformers", {}).get("tokens_per_second")
-        rows.append(["decode, batch 1, as % of the bandwidth bound", fmt(100 * decode["neo"]["tokens_per_second"] / bound["tokens_per_second"], 0, "%"),
-                     fmt(100 * tf / bound["tokens_per_second"], 0, "%") if tf else "", "", ""])
+        rows.append(
+            [
+                "decode, batch 1, as % of the bandwidth bound",
+                fmt(100 * decode["neo"]["tokens_per_second"] / bound["tokens_per_second"], 0, "%"),
+                fmt(100 * tf / bound["tokens_per_second"], 0, "%") if tf else "",
+                "",
+                "",
+            ]
+        )
     batch = results.get("batch")
     if batch:
         neo, tf = batch["neo"]["tokens_per_second"], batch.get("transformers", {}).get("tokens_per_second")
-        rows.append([f"decode, batch {BATCH} (tokens/s counting {BATCH} x new tokens, prefill excluded)", fmt(neo), fmt(tf), ratio(neo, tf), ""])
+        rows.append(
+            [
+                f"decode, batch {BATCH} (tokens/s counting {BATCH} x new tokens, prefill excluded)",
+                fmt(neo),
+                fmt(tf),
+                ratio(neo, tf),
+                "",
+            ]
+        )
         if decode:
             tf1 = decode.get("transformers", {}).get("tokens_per_second")
-            rows.append([f"batch {BATCH} / batch 1 throughput", ratio(neo, decode["neo"]["tokens_per_second"]),
-                         ratio(tf, tf1) if tf and tf1 else "", "", ""])
+            rows.append(
+                [
+                    f"batch {BATCH} / batch 1 throughput",
+                    ratio(neo, decode["neo"]["tokens_per_second"]),
+                    ratio(tf, tf1) if tf and tf1 else "",
+                    "",
+                    "",
+                ]
+            )
         if "ids_identical" in batch:
-            rows.append([f"decode, batch {BATCH}: generated ids identical", "yes" if batch["ids_identical"] else "NO", "", "", ""])
+            rows.append(
+                [
+                    f"decode, batch {BATCH}: generated ids identical",
+                    "yes" if batch["ids_identical"] else "NO",
+                    "",
+                    "",
+                    "",
+                ]
+            )
     prefill = results.get("prefill")
     if prefill:
         neo, tf = prefill["neo"]["tokens_per_second"], prefill.get("transformers", {}).get("tokens_per_second")
         rows.append([f"prefill, {PREFILL_TOKENS} tokens, all logits (tokens/s)", fmt(neo), fmt(tf), ratio(neo, tf), ""])
         if "logits_max_relative_difference" in prefill:
-            rows.append(["prefill logits: max abs difference / max abs transformers logit",
-                         f"{prefill['logits_max_relative_difference']:.1e}", "", "", ""])
+            rows.append(
+                [
+                    "prefill logits: max abs difference / max abs transformers logit",
+                    f"{prefill['logits_max_relative_difference']:.1e}",
+                    "",
+                    "",
+                    "",
+                ]
+            )
     long = results.get("long")
     if long:
         far, near = median(long["long_step_seconds"]), median(long["short_step_seconds"])
-        rows.append([f"decode step at positions {long['long_positions'][0]}-{long['long_positions'][1]} (ms/token)", fmt(1000 * far, 2), "", "", ""])
-        rows.append([f"decode step at positions {long['short_positions'][0]}-{long['short_positions'][1]} (ms/token)", fmt(1000 * near, 2), "", "", ""])
-        rows.append(["long-context slowdown: position ~2000 / position ~50", f"{long['long_over_short']:.2f}x", "", "",
-                     verdict(long["long_over_short"], TARGETS["long_over_short"])])
+        rows.append(
+            [
+                f"decode step at positions {long['long_positions'][0]}-{long['long_positions'][1]} (ms/token)",
+                fmt(1000 * far, 2),
+                "",
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                f"decode step at positions {long['short_positions'][0]}-{long['short_positions'][1]} (ms/token)",
+                fmt(1000 * near, 2),
+                "",
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                "long-context slowdown: position ~2000 / position ~50",
+                f"{long['long_over_short']:.2f}x",
+                "",
+                "",
+                verdict(long["long_over_short"], TARGETS["long_over_short"]),
+            ]
+        )
     load = results.get("load")
     if load:
         neo = load["neo_seconds"][-1]
         tf = load["transformers_seconds"][-1] if load["transformers_seconds"] else None
-        rows.append([f"load, warm page cache, 2nd of 2 loads ({common.gb(load['file_bytes'])} GB file) (s, lower is better)", fmt(neo, 2),
-                     fmt(tf, 2) if tf is not None else "not timed (weights shared)", ratio(neo, tf), ""])
+        rows.append(
+            [
+                f"load, warm page cache, 2nd of 2 loads ({common.gb(load['file_bytes'])} GB file) (s, lower is better)",
+                fmt(neo, 2),
+                fmt(tf, 2) if tf is not None else "not timed (weights shared)",
+                ratio(neo, tf),
+                "",
+            ]
+        )
     memory = results.get("memory")
     if memory:
-        rows.append(["peak RSS of a fresh process running load_model / file size", f"{memory['peak_over_file']:.3f}x", "", "",
-                     verdict(memory["peak_over_file"], TARGETS["load_peak_over_file"])])
-        rows.append(["(peak RSS - RSS before load_model) / file size", f"{memory['load_growth_over_file']:.3f}x", "", "", ""])
+        rows.append(
+            [
+                "peak RSS of a fresh process running load_model / file size",
+                f"{memory['peak_over_file']:.3f}x",
+                "",
+                "",
+                verdict(memory["peak_over_file"], TARGETS["load_peak_over_file"]),
+            ]
+        )
+        rows.append(
+            ["(peak RSS - RSS before load_model) / file size", f"{memory['load_growth_over_file']:.3f}x", "", "", ""]
+        )
     return rows
 
 
@@ -361,23 +505,40 @@ def parse_only(text):
     chosen = {part.strip() for part in text.split(",") if part.strip()}
     unknown = chosen - set(SECTIONS)
     if unknown:
-        sys.exit(f"--only takes a comma-separated list of {', '.join(SECTIONS)}; {', '.join(sorted(unknown))} is not one.")
+        sys.exit(
+            f"--only takes a comma-separated list of {', '.join(SECTIONS)}; {', '.join(sorted(unknown))} is not one."
+        )
     return chosen
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", default="125M", help="125M, 1.3B, 2.7B or a checkpoint folder (default 125M)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement; medians are reported (default 5)")
-    parser.add_argument("--threads", type=int, help="BLAS threads for neo_numpy (prefill and decode) and torch; "
-                                                    "default: neo_numpy's plan (all cores for prefill, measured best for decode)")
-    parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads for transformers (default: neo_numpy's prefill count)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed runs per measurement; medians are reported (default 5)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="BLAS threads for neo_numpy (prefill and decode) and torch; "
+        "default: neo_numpy's plan (all cores for prefill, measured best for decode)",
+    )
+    parser.add_argument(
+        "--torch-threads", type=int, help="torch.set_num_threads for transformers (default: neo_numpy's prefill count)"
+    )
     parser.add_argument("--only", help=f"comma-separated sections to run: {','.join(SECTIONS)} (default: all)")
     parser.add_argument("--json", type=Path, help="also write every raw time to this JSON file")
-    parser.add_argument("--transformers-weights", choices=("auto", "load", "share"), default="auto",
-                        help="load: from_pretrained (a second copy of the weights); share: transformers' parameters are "
-                             "views of neo_numpy's arrays; auto: load unless memory is short for two copies (default)")
+    parser.add_argument(
+        "--transformers-weights",
+        choices=("auto", "load", "share"),
+        default="auto",
+        help="load: from_pretrained (a second copy of the weights); share: transformers' parameters are "
+        "views of neo_numpy's arrays; auto: load unless memory is short for two copies (default)",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         sys.exit("--repeats must be at least 1.")
@@ -401,9 +562,14 @@ def main(argv=None) -> int:
     model, tf_model = load_both(folder, args, sections, results)
     import torch
 
-    threads = {"neo_prefill": model.threads.prefill, "neo_decode": model.blas_threads_for(1),
-               "torch": torch.get_num_threads() if tf_model is not None else None}
-    log(f"threads: neo_numpy prefill {threads['neo_prefill']}, decode {threads['neo_decode']}; torch {threads['torch']}")
+    threads = {
+        "neo_prefill": model.threads.prefill,
+        "neo_decode": model.blas_threads_for(1),
+        "torch": torch.get_num_threads() if tf_model is not None else None,
+    }
+    log(
+        f"threads: neo_numpy prefill {threads['neo_prefill']}, decode {threads['neo_decode']}; torch {threads['torch']}"
+    )
 
     rng = np.random.default_rng(0)
     if "decode" in sections:
@@ -414,7 +580,9 @@ def main(argv=None) -> int:
         results["bound"] = measure_bound(model, args.repeats)
     if "batch" in sections:
         log(f"decode, batch {BATCH} ...")
-        results["batch"] = measure_decode(model, tf_model, rng.integers(0, EOS, size=(BATCH, PROMPT_TOKENS)), args.repeats)
+        results["batch"] = measure_decode(
+            model, tf_model, rng.integers(0, EOS, size=(BATCH, PROMPT_TOKENS)), args.repeats
+        )
     if "prefill" in sections:
         log(f"prefill, {PREFILL_TOKENS} tokens ...")
         results["prefill"] = measure_prefill(model, tf_model, args.repeats)
@@ -432,24 +600,50 @@ def report(args, argv, folder, description, results, model, threads, load_at_sta
     print()
     print(f"### neo_numpy vs transformers, GPT-Neo {args.model} on the CPU")
     print()
-    print(f"- Checkpoint: {description}" + (
-        f": hidden {model.config.hidden_size}, {model.config.num_layers} layers, {model.config.num_heads} heads, float32" if model else ""))
+    print(
+        f"- Checkpoint: {description}"
+        + (
+            f": hidden {model.config.hidden_size}, {model.config.num_layers} layers, {model.config.num_heads} heads, float32"
+            if model
+            else ""
+        )
+    )
     if threads:
-        torch_part = (f"torch.set_num_threads({threads['torch']}) for everything; transformers attention: eager; "
-                      f"transformers weights: {results['transformers_weights']}") if threads["torch"] else "transformers not loaded"
-        print(f"- Threads: neo_numpy {threads['neo_prefill']} BLAS threads for prefill and {threads['neo_decode']} for decode steps; "
-              + torch_part)
+        torch_part = (
+            (
+                f"torch.set_num_threads({threads['torch']}) for everything; transformers attention: eager; "
+                f"transformers weights: {results['transformers_weights']}"
+            )
+            if threads["torch"]
+            else "transformers not loaded"
+        )
+        print(
+            f"- Threads: neo_numpy {threads['neo_prefill']} BLAS threads for prefill and {threads['neo_decode']} for decode steps; "
+            + torch_part
+        )
     command = " ".join(sys.argv[1:] if argv is None else argv)
-    print(f"- Medians over {args.repeats} run(s), the two libraries alternating; command: "
-          f"`python benchmarks/bench_cpu.py{' ' + command if command else ''}`")
+    print(
+        f"- Medians over {args.repeats} run(s), the two libraries alternating; command: "
+        f"`python benchmarks/bench_cpu.py{' ' + command if command else ''}`"
+    )
     print()
-    print(common.markdown_table(["metric", "neo_numpy", "transformers", "ratio (neo_numpy / transformers)", "target"], table_rows(results)))
+    print(
+        common.markdown_table(
+            ["metric", "neo_numpy", "transformers", "ratio (neo_numpy / transformers)", "target"], table_rows(results)
+        )
+    )
     print()
     print("\n".join(common.machine_lines(info)))
     if args.json:
-        common.write_json(args.json, {"machine": info, "checkpoint": {"folder": str(folder), "description": description},
-                                      "settings": {"repeats": args.repeats, "threads": threads, "sections": sorted(sections)},
-                                      "results": results})
+        common.write_json(
+            args.json,
+            {
+                "machine": info,
+                "checkpoint": {"folder": str(folder), "description": description},
+                "settings": {"repeats": args.repeats, "threads": threads, "sections": sorted(sections)},
+                "results": results,
+            },
+        )
     return 0
 
 

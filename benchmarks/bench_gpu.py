@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from bench_cpu import PREFILL_TOKENS, PROMPT_TOKENS, NEW_TOKENS, resolve_checkpoint  # noqa: E402
+from bench_cpu import NEW_TOKENS, PREFILL_TOKENS, PROMPT_TOKENS, resolve_checkpoint  # noqa: E402
 from common import median  # noqa: E402
 
 
@@ -49,7 +49,11 @@ def load_pair(folder, dtype):
     neo = neo_numpy.load_model(folder, backend="cupy", dtype=dtype)
     neo_bytes = pool.used_bytes()
     torch.cuda.reset_peak_memory_stats()
-    tf = GPTNeoForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), attn_implementation="eager").cuda().eval()
+    tf = (
+        GPTNeoForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), attn_implementation="eager")
+        .cuda()
+        .eval()
+    )
     tf_bytes = torch.cuda.memory_allocated()
     return neo, tf, neo_bytes, tf_bytes
 
@@ -66,8 +70,14 @@ def measure(neo, tf, repeats):
 
     def tf_generate(n):
         with torch.inference_mode():
-            return tf.generate(tf_prompt, attention_mask=torch.ones_like(tf_prompt), do_sample=False, max_new_tokens=n,
-                               min_new_tokens=n, pad_token_id=0)
+            return tf.generate(
+                tf_prompt,
+                attention_mask=torch.ones_like(tf_prompt),
+                do_sample=False,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                pad_token_id=0,
+            )
 
     def tf_prefill():
         with torch.inference_mode():
@@ -75,7 +85,9 @@ def measure(neo, tf, repeats):
 
     runs = {
         ("neo", "decode", 1): synchronized(lambda: neo.generate(prompt, max_new_tokens=1, eos_token_id=None)),
-        ("neo", "decode", NEW_TOKENS): synchronized(lambda: neo.generate(prompt, max_new_tokens=NEW_TOKENS, eos_token_id=None)),
+        ("neo", "decode", NEW_TOKENS): synchronized(
+            lambda: neo.generate(prompt, max_new_tokens=NEW_TOKENS, eos_token_id=None)
+        ),
         ("tf", "decode", 1): synchronized(lambda: tf_generate(1)),
         ("tf", "decode", NEW_TOKENS): synchronized(lambda: tf_generate(NEW_TOKENS)),
         ("neo", "prefill", 0): synchronized(lambda: neo.forward(long_ids, return_backend_array=True)),
@@ -85,14 +97,18 @@ def measure(neo, tf, repeats):
         run()
     times = {key: [] for key in runs}
     for repeat in range(repeats):
-        for key in (list(runs) if repeat % 2 == 0 else list(runs)[::-1]):
+        for key in list(runs) if repeat % 2 == 0 else list(runs)[::-1]:
             times[key].append(runs[key]()[0])
     result = {}
     for lib in ("neo", "tf"):
         per_step = (median(times[(lib, "decode", NEW_TOKENS)]) - median(times[(lib, "decode", 1)])) / (NEW_TOKENS - 1)
-        result[lib] = {"decode_tokens_per_second": 1.0 / per_step,
-                       "prefill_tokens_per_second": PREFILL_TOKENS / median(times[(lib, "prefill", 0)])}
-    same = np.array_equal(runs[("neo", "decode", NEW_TOKENS)]()[1], runs[("tf", "decode", NEW_TOKENS)]()[1].cpu().numpy())
+        result[lib] = {
+            "decode_tokens_per_second": 1.0 / per_step,
+            "prefill_tokens_per_second": PREFILL_TOKENS / median(times[(lib, "prefill", 0)]),
+        }
+    same = np.array_equal(
+        runs[("neo", "decode", NEW_TOKENS)]()[1], runs[("tf", "decode", NEW_TOKENS)]()[1].cpu().numpy()
+    )
     result["greedy_ids_identical"] = same
     result["neo_peak_pool_bytes"] = cupy.get_default_memory_pool().total_bytes()
     result["tf_peak_bytes"] = torch.cuda.max_memory_allocated()
@@ -101,7 +117,9 @@ def measure(neo, tf, repeats):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", help="125M, 1.3B, 2.7B or a folder (repeatable; default 125M and 2.7B)")
+    parser.add_argument(
+        "--model", action="append", help="125M, 1.3B, 2.7B or a folder (repeatable; default 125M and 2.7B)"
+    )
     parser.add_argument("--dtype", action="append", choices=("float32", "float16"), help="default: both")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path)
@@ -127,16 +145,34 @@ def main(argv=None) -> int:
             raw[f"{name} {dtype}"] = result
             for metric in ("decode_tokens_per_second", "prefill_tokens_per_second"):
                 ours, theirs = result["neo"][metric], result["tf"][metric]
-                rows.append([f"{name} {dtype}", metric.replace("_", " "), f"{ours:.1f}", f"{theirs:.1f}", f"{ours / theirs:.2f}x"])
-            rows.append([f"{name} {dtype}", "GPU memory after load / peak (GB)",
-                         f"{common.gb(neo_bytes)} / {common.gb(result['neo_peak_pool_bytes'])}",
-                         f"{common.gb(tf_bytes)} / {common.gb(result['tf_peak_bytes'])}", ""])
-            rows.append([f"{name} {dtype}", "greedy ids identical", "yes" if result["greedy_ids_identical"] else "no", "", ""])
+                rows.append(
+                    [
+                        f"{name} {dtype}",
+                        metric.replace("_", " "),
+                        f"{ours:.1f}",
+                        f"{theirs:.1f}",
+                        f"{ours / theirs:.2f}x",
+                    ]
+                )
+            rows.append(
+                [
+                    f"{name} {dtype}",
+                    "GPU memory after load / peak (GB)",
+                    f"{common.gb(neo_bytes)} / {common.gb(result['neo_peak_pool_bytes'])}",
+                    f"{common.gb(tf_bytes)} / {common.gb(result['tf_peak_bytes'])}",
+                    "",
+                ]
+            )
+            rows.append(
+                [f"{name} {dtype}", "greedy ids identical", "yes" if result["greedy_ids_identical"] else "no", "", ""]
+            )
             del neo, tf
             gc.collect()
             cupy.get_default_memory_pool().free_all_blocks()
             torch.cuda.empty_cache()
-    print(f"GPU: {device}; CuPy {cupy.__version__}, torch {torch.__version__}; median of {args.repeats} alternating runs\n")
+    print(
+        f"GPU: {device}; CuPy {cupy.__version__}, torch {torch.__version__}; median of {args.repeats} alternating runs\n"
+    )
     print(common.markdown_table(["model", "metric", "neo_numpy (CuPy)", "transformers (CUDA, eager)", "ratio"], rows))
     if args.json:
         common.write_json(args.json, raw)

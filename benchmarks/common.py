@@ -118,8 +118,10 @@ def check_disk(folder: Path, needed: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
     if free < needed:
-        sys.exit(f"not enough disk space in {folder}: {gb(needed)} GB needed, {gb(free)} GB free. "
-                 "Free some space or pass a smaller --model.")
+        sys.exit(
+            f"not enough disk space in {folder}: {gb(needed)} GB needed, {gb(free)} GB free. "
+            "Free some space or pass a smaller --model."
+        )
 
 
 def build_random_checkpoint(size: str, folder: Path, seed: int = 0) -> Path:
@@ -133,8 +135,10 @@ def build_random_checkpoint(size: str, folder: Path, seed: int = 0) -> Path:
     check_disk(folder.parent, int(float32_bytes(size) * 1.05) + (1 << 30))
     available = memory_available()
     if available is not None and available < float32_bytes(size) * 1.3:
-        sys.exit(f"building a random {size} checkpoint needs about {gb(float32_bytes(size) * 1.3)} GB of free memory; "
-                 f"{gb(available)} GB is available.")
+        sys.exit(
+            f"building a random {size} checkpoint needs about {gb(float32_bytes(size) * 1.3)} GB of free memory; "
+            f"{gb(available)} GB is available."
+        )
     started = time.perf_counter()
     print(f"building a random-weight {size} checkpoint in {folder} (once; later runs reuse it) ...", flush=True)
     raw = {k: v for k, v in config_dict(size).items() if k not in ("model_type", "architectures", "torch_dtype")}
@@ -225,9 +229,17 @@ def machine_info(with_torch: bool = True) -> dict:
         library = Path(pool["filepath"]).name
         path = Path(pool["filepath"]).resolve()  # NumPy's wheel keeps its OpenBLAS in numpy.libs/ (or numpy/.libs/)
         owner = "numpy" if path.is_relative_to(numpy_dir) or path.parent.name == "numpy.libs" else "other"
-        blas.append(dict(owner=owner, library=library, internal_api=pool.get("internal_api"), version=pool.get("version"),
-                         architecture=pool.get("architecture"), threading_layer=pool.get("threading_layer"),
-                         num_threads=pool.get("num_threads")))
+        blas.append(
+            dict(
+                owner=owner,
+                library=library,
+                internal_api=pool.get("internal_api"),
+                version=pool.get("version"),
+                architecture=pool.get("architecture"),
+                threading_layer=pool.get("threading_layer"),
+                num_threads=pool.get("num_threads"),
+            )
+        )
     info = {
         "cpu": cpu_model(),
         "cores_available": available_cores(),
@@ -249,16 +261,22 @@ def machine_info(with_torch: bool = True) -> dict:
         import transformers
 
         config = torch.__config__.show()
-        blas_info = next((part.split("=", 1)[1] for part in config.replace(",", " ").split() if part.startswith("BLAS_INFO=")), "?")
+        blas_info = next(
+            (part.split("=", 1)[1] for part in config.replace(",", " ").split() if part.startswith("BLAS_INFO=")), "?"
+        )
         info.update(torch=torch.__version__, torch_blas=blas_info, transformers=transformers.__version__)
     return info
 
 
 def machine_lines(info: dict) -> list:
     """The machine description as markdown bullet lines."""
-    blas = ", ".join(
-        f"{b['internal_api']} {b['version']} ({b['architecture']}, {b['threading_layer']}, {b['library']})" for b in info["numpy_blas"]
-    ) or "none found by threadpoolctl"
+    blas = (
+        ", ".join(
+            f"{b['internal_api']} {b['version']} ({b['architecture']}, {b['threading_layer']}, {b['library']})"
+            for b in info["numpy_blas"]
+        )
+        or "none found by threadpoolctl"
+    )
     lines = [
         f"- CPU: {info['cpu']}, {info['cores_available']} cores available ({info['cpu_count']} online), "
         f"{info['memory_total_gb']} GB RAM",
@@ -269,8 +287,10 @@ def machine_lines(info: dict) -> list:
     start, end = info.get("load_average_1min_at_start"), info.get("load_average_1min_at_end")
     if start is not None:
         busy = start > 0.5 * info["cores_available"]
-        lines.append(f"- 1-minute load average: {start:.2f} before the run, {end:.2f} at the end (this run itself adds 1 to 2)"
-                     + (". Other programs were using the CPU before the run: these timings are not reliable." if busy else ""))
+        lines.append(
+            f"- 1-minute load average: {start:.2f} before the run, {end:.2f} at the end (this run itself adds 1 to 2)"
+            + (". Other programs were using the CPU before the run: these timings are not reliable." if busy else "")
+        )
     return lines
 
 

@@ -40,8 +40,10 @@ def write_random_checkpoint(size: str, folder: Path) -> Path:
     header_bytes += b" " * (-len(header_bytes) % 8)  # the data starts 8-byte aligned, as safetensors writes it
 
     common.check_disk(folder.parent, offset + (1 << 30))
-    print(f"writing a random {size}-shaped checkpoint ({common.gb(offset)} GB) into {folder} (once; later runs reuse it) ...",
-          flush=True)
+    print(
+        f"writing a random {size}-shaped checkpoint ({common.gb(offset)} GB) into {folder} (once; later runs reuse it) ...",
+        flush=True,
+    )
     started = time.perf_counter()
     rng = np.random.default_rng(0)
     pool = rng.standard_normal(1 << 24, dtype=np.float32) * np.float32(0.02)  # 64 MB of random numbers, reused
@@ -104,10 +106,13 @@ def measure(folder: Path) -> dict:
     file_bytes = common.safetensors_bytes(folder)
     available = common.memory_available()
     if available is not None and available < file_bytes * TARGET + (1 << 29):
-        sys.exit(f"loading {folder} needs about {common.gb(file_bytes * TARGET)} GB of memory, "
-                 f"but only {common.gb(available)} GB is available; close other programs or pick a smaller --model.")
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(folder)],
-                          capture_output=True, text=True)
+        sys.exit(
+            f"loading {folder} needs about {common.gb(file_bytes * TARGET)} GB of memory, "
+            f"but only {common.gb(available)} GB is available; close other programs or pick a smaller --model."
+        )
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", str(folder)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         sys.exit(f"the loading process failed (exit status {done.returncode}):\n{done.stderr.strip()}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -136,8 +141,12 @@ def report_rows(result: dict, label: str) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="2.7B", help="shape of the random checkpoint: 125M, 1.3B or 2.7B (default 2.7B)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", default="2.7B", help="shape of the random checkpoint: 125M, 1.3B or 2.7B (default 2.7B)"
+    )
     parser.add_argument("--folder", type=Path, help="measure this existing checkpoint folder instead of a random one")
     parser.add_argument("--json", type=Path, help="also write the raw numbers to this JSON file")
     parser.add_argument("--child", help=argparse.SUPPRESS)

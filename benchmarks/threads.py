@@ -24,7 +24,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (puts the project root on sys.path)
 
-PRODUCTS = (("decode", 1, "per layer"), ("decode_cached", 1, "one"), ("prefill", 512, "one"))  # name, rows of x, matrices
+PRODUCTS = (
+    ("decode", 1, "per layer"),
+    ("decode_cached", 1, "one"),
+    ("prefill", 512, "one"),
+)  # name, rows of x, matrices
 MIN_SAMPLE_SECONDS = 0.02  # a fast product is repeated inside one sample until the sample takes this long
 
 
@@ -51,10 +55,15 @@ def time_product(x, weights: list, threads: int, repeats: int) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", default="125M", help="shape: 125M, 1.3B or 2.7B (default 125M)")
-    parser.add_argument("--repeats", type=int, default=20, help="samples per thread count; medians are printed (default 20)")
+    parser.add_argument(
+        "--repeats", type=int, default=20, help="samples per thread count; medians are printed (default 20)"
+    )
     parser.add_argument("--max-threads", type=int, help="sweep 1 .. this many threads (default: the cores available)")
     parser.add_argument("--json", type=Path, help="also write the raw times to this JSON file")
     args = parser.parse_args(argv)
@@ -82,8 +91,12 @@ def main(argv=None) -> int:
         weights = per_layer if matrices == "per layer" else per_layer[:1]
         results[name] = {}
         for threads in counts:
-            print(f"{name}: [{rows}, {hidden}] @ [{hidden}, {inner}], {len(weights)} matri{'ces' if len(weights) > 1 else 'x'}, "
-                  f"{threads} thread(s) ...", file=sys.stderr, flush=True)
+            print(
+                f"{name}: [{rows}, {hidden}] @ [{hidden}, {inner}], {len(weights)} matri{'ces' if len(weights) > 1 else 'x'}, "
+                f"{threads} thread(s) ...",
+                file=sys.stderr,
+                flush=True,
+            )
             results[name][threads] = time_product(x, weights, threads, args.repeats)
 
     rows_out, best = [], {}
@@ -99,8 +112,17 @@ def main(argv=None) -> int:
         decode, decode_seconds = cell("decode", threads, 3)
         cached, cached_seconds = cell("decode_cached", threads, 3)
         prefill, prefill_seconds = cell("prefill", threads, 2)
-        rows_out.append([threads, decode, f"{weight_bytes / decode_seconds / 1e9:.1f}", cached,
-                         f"{weight_bytes / cached_seconds / 1e9:.1f}", prefill, f"{2 * 512 * hidden * inner / prefill_seconds / 1e9:.1f}"])
+        rows_out.append(
+            [
+                threads,
+                decode,
+                f"{weight_bytes / decode_seconds / 1e9:.1f}",
+                cached,
+                f"{weight_bytes / cached_seconds / 1e9:.1f}",
+                prefill,
+                f"{2 * 512 * hidden * inner / prefill_seconds / 1e9:.1f}",
+            ]
+        )
 
     default = ThreadPlan.choose()
     info = common.machine_info(with_torch=False)
@@ -108,20 +130,43 @@ def main(argv=None) -> int:
     print()
     print(f"### BLAS threads for GPT-Neo {size} (hidden {hidden}): median of {args.repeats} samples")
     print()
-    print(common.markdown_table(
-        ["threads", f"decode [1, {hidden}] @ [{hidden}, {inner}], {layers} matrices in turn (ms)", "GB/s",
-         "same, one cache-resident matrix (ms)", "GB/s", f"prefill [512, {hidden}] @ [{hidden}, {inner}] (ms)", "GFLOP/s"], rows_out))
+    print(
+        common.markdown_table(
+            [
+                "threads",
+                f"decode [1, {hidden}] @ [{hidden}, {inner}], {layers} matrices in turn (ms)",
+                "GB/s",
+                "same, one cache-resident matrix (ms)",
+                "GB/s",
+                f"prefill [512, {hidden}] @ [{hidden}, {inner}] (ms)",
+                "GFLOP/s",
+            ],
+            rows_out,
+        )
+    )
     print()
     print(f"- Fastest: {best['decode']} thread(s) for decode steps, {best['prefill']} for prefill.")
-    print(f"- neo_numpy's default plan on this machine: {default.prefill} for prefill; for decode it times 1, half and all "
-          f"cores on the model's own MLP weights at the first decode step and keeps the fastest (neo_numpy/threads.py).")
-    print(f"- To use the measured counts: neo_numpy.load_model(..., threads=ThreadPlan(prefill={best['prefill']}, "
-          f"decode={best['decode']})); `--threads N` (CLI, bench_cpu.py) sets one count N for both.")
+    print(
+        f"- neo_numpy's default plan on this machine: {default.prefill} for prefill; for decode it times 1, half and all "
+        f"cores on the model's own MLP weights at the first decode step and keeps the fastest (neo_numpy/threads.py)."
+    )
+    print(
+        f"- To use the measured counts: neo_numpy.load_model(..., threads=ThreadPlan(prefill={best['prefill']}, "
+        f"decode={best['decode']})); `--threads N` (CLI, bench_cpu.py) sets one count N for both."
+    )
     print("\n".join(common.machine_lines(info)))
     if args.json:
-        common.write_json(args.json, {"machine": info, "model": size, "hidden": hidden, "inner": inner,
-                                      "seconds": {name: {str(t): v for t, v in per.items()} for name, per in results.items()},
-                                      "fastest": best})
+        common.write_json(
+            args.json,
+            {
+                "machine": info,
+                "model": size,
+                "hidden": hidden,
+                "inner": inner,
+                "seconds": {name: {str(t): v for t, v in per.items()} for name, per in results.items()},
+                "fastest": best,
+            },
+        )
     return 0
 
 

@@ -5,4 +5,15 @@ from .errors import BackendError, CheckpointError, InputError, ModelNotFoundErro
 from .model import NeoModel, load_model
 from .tokenizer import NeoTokenizer, load_tokenizer
 
-__all__ = ["NeoConfig", "NeoModel", "load_model", "load_tokenizer", "NeoTokenizer", "NeoNumpyError", "CheckpointError", "ModelNotFoundError", "InputError", "BackendError"]
+__all__ = [
+    "NeoConfig",
+    "NeoModel",
+    "load_model",
+    "load_tokenizer",
+    "NeoTokenizer",
+    "NeoNumpyError",
+    "CheckpointError",
+    "ModelNotFoundError",
+    "InputError",
+    "BackendError",
+]

@@ -46,7 +46,9 @@ def _cupy_backend(dtype: str) -> Backend:
     try:
         import cupy
     except ImportError:
-        raise BackendError("the CuPy backend needs CuPy: pip install cupy-cuda12x (for CUDA 12) and an NVIDIA GPU.") from None
+        raise BackendError(
+            "the CuPy backend needs CuPy: pip install cupy-cuda12x (for CUDA 12) and an NVIDIA GPU."
+        ) from None
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             raise BackendError("the CuPy backend needs an NVIDIA GPU, and CUDA reports none.")

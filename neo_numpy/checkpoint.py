@@ -99,7 +99,9 @@ def _read_sharded(index: Path) -> dict:
         raise CheckpointError(f"{index} is not a readable safetensors index ({error}).") from None
     weight_map = contents.get("weight_map") if isinstance(contents, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
-        raise CheckpointError(f"{index} is not a safetensors index: it needs a weight_map from tensor names to shard files.")
+        raise CheckpointError(
+            f"{index} is not a safetensors index: it needs a weight_map from tensor names to shard files."
+        )
     entries = {}
     for shard in sorted(set(weight_map.values())):
         shard_path = index.parent / shard
@@ -108,7 +110,9 @@ def _read_sharded(index: Path) -> dict:
         entries.update(read_header(shard_path))
     missing = sorted(set(weight_map) - set(entries))
     if missing:
-        raise CheckpointError(f"tensor {missing[0]!r} is listed in {index} but absent from its shard {weight_map[missing[0]]}.")
+        raise CheckpointError(
+            f"tensor {missing[0]!r} is listed in {index} but absent from its shard {weight_map[missing[0]]}."
+        )
     return entries
 
 
@@ -141,7 +145,9 @@ def _canonical_names(entries: dict) -> dict:
     """Drop the old mask buffers; add the "transformer." prefix that files saved from GPTNeoModel lack."""
     entries = {name: entry for name, entry in entries.items() if not name.endswith(IGNORED_SUFFIXES)}
     if "transformer.wte.weight" not in entries and "wte.weight" in entries:
-        entries = {(name if name == "lm_head.weight" else f"transformer.{name}"): entry for name, entry in entries.items()}
+        entries = {
+            (name if name == "lm_head.weight" else f"transformer.{name}"): entry for name, entry in entries.items()
+        }
     return entries
 
 
@@ -153,7 +159,9 @@ def _check_names_and_shapes(entries: dict, shapes: dict, config: NeoConfig, fold
         raise CheckpointError(f"{folder} is not a complete GPT-Neo checkpoint: tensor {missing[0]!r}{more} is missing.")
     for name, entry in entries.items():
         if name not in allowed:
-            raise CheckpointError(f"{folder} holds tensor {name!r}, which is not part of GPT-Neo: is this another architecture?")
+            raise CheckpointError(
+                f"{folder} holds tensor {name!r}, which is not part of GPT-Neo: is this another architecture?"
+            )
         if entry.shape != allowed[name]:
             raise CheckpointError(
                 f"tensor {name!r} in {entry.path} has shape {list(entry.shape)}, but config.json implies {list(allowed[name])}."

@@ -19,34 +19,84 @@ INTERRUPTED = 130  # the conventional exit status after Ctrl-C
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m neo_numpy", description="GPT-Neo in NumPy: generate text, download checkpoints.")
+    parser = argparse.ArgumentParser(
+        prog="python -m neo_numpy", description="GPT-Neo in NumPy: generate text, download checkpoints."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    gen = commands.add_parser("generate", help="continue a prompt", description=(
-        "Continue a prompt with a GPT-Neo model, streaming the text to stdout. The prompt comes from the argument, "
-        "from --file, or from standard input. Greedy by default; --do-sample samples."))
+    gen = commands.add_parser(
+        "generate",
+        help="continue a prompt",
+        description=(
+            "Continue a prompt with a GPT-Neo model, streaming the text to stdout. The prompt comes from the argument, "
+            "from --file, or from standard input. Greedy by default; --do-sample samples."
+        ),
+    )
     gen.add_argument("prompt", nargs="?", help="the text to continue (omit it to use --file or standard input)")
     gen.add_argument("-f", "--file", type=Path, help="read the prompt from this text file")
-    gen.add_argument("-m", "--model", default=DEFAULT_MODEL,
-                     help=f"{', '.join(s.upper() if s.endswith('m') else s.upper() for s in SHORT_NAMES)}, a Hugging Face repo id, "
-                          f"or a local checkpoint folder (default: {DEFAULT_MODEL})")
+    gen.add_argument(
+        "-m",
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"{', '.join(s.upper() if s.endswith('m') else s.upper() for s in SHORT_NAMES)}, a Hugging Face repo id, "
+        f"or a local checkpoint folder (default: {DEFAULT_MODEL})",
+    )
     gen.add_argument("-n", "--max-new-tokens", type=int, default=50, help="at most this many new tokens (default: 50)")
-    gen.add_argument("--min-new-tokens", type=int, default=0, help="hold the end-of-text token back until this many (default: 0)")
-    gen.add_argument("--do-sample", action="store_true", help="sample from the distribution instead of taking the most likely token")
-    gen.add_argument("--temperature", type=float, default=1.0, help="divide the logits by this before sampling; > 0 (default: 1.0)")
-    gen.add_argument("--top-k", type=int, default=50, help="sample among the k most likely tokens; 0 disables (default: 50, as transformers)")
-    gen.add_argument("--top-p", type=float, default=1.0, help="sample from the smallest set of tokens with probability >= p, in (0, 1] (default: 1.0)")
-    gen.add_argument("--repetition-penalty", type=float, default=1.0, help="penalise tokens already in the text; 1.0 disables (default: 1.0)")
+    gen.add_argument(
+        "--min-new-tokens", type=int, default=0, help="hold the end-of-text token back until this many (default: 0)"
+    )
+    gen.add_argument(
+        "--do-sample", action="store_true", help="sample from the distribution instead of taking the most likely token"
+    )
+    gen.add_argument(
+        "--temperature", type=float, default=1.0, help="divide the logits by this before sampling; > 0 (default: 1.0)"
+    )
+    gen.add_argument(
+        "--top-k",
+        type=int,
+        default=50,
+        help="sample among the k most likely tokens; 0 disables (default: 50, as transformers)",
+    )
+    gen.add_argument(
+        "--top-p",
+        type=float,
+        default=1.0,
+        help="sample from the smallest set of tokens with probability >= p, in (0, 1] (default: 1.0)",
+    )
+    gen.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=1.0,
+        help="penalise tokens already in the text; 1.0 disables (default: 1.0)",
+    )
     gen.add_argument("--seed", type=int, help="make sampling repeatable")
     gen.add_argument("--ignore-eos", action="store_true", help="keep generating past the end-of-text token")
     gen.add_argument("--no-echo", action="store_true", help="print only the continuation, not the prompt")
-    gen.add_argument("--backend", choices=("numpy", "cupy"), default="numpy", help="numpy (CPU, default) or cupy (NVIDIA GPU)")
-    gen.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="weight storage on the GPU (default: float32)")
-    gen.add_argument("--threads", type=int, help="BLAS threads (default: all cores for the prompt, the best measured count for decoding)")
+    gen.add_argument(
+        "--backend", choices=("numpy", "cupy"), default="numpy", help="numpy (CPU, default) or cupy (NVIDIA GPU)"
+    )
+    gen.add_argument(
+        "--dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="weight storage on the GPU (default: float32)",
+    )
+    gen.add_argument(
+        "--threads",
+        type=int,
+        help="BLAS threads (default: all cores for the prompt, the best measured count for decoding)",
+    )
 
-    down = commands.add_parser("download", help="download a checkpoint into weights/", description=(
-        "Download a released GPT-Neo checkpoint (only config, safetensors weights and tokenizer files) into weights/."))
-    down.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"125M, 1.3B, 2.7B or a repo id (default: {DEFAULT_MODEL})")
+    down = commands.add_parser(
+        "download",
+        help="download a checkpoint into weights/",
+        description=(
+            "Download a released GPT-Neo checkpoint (only config, safetensors weights and tokenizer files) into weights/."
+        ),
+    )
+    down.add_argument(
+        "model", nargs="?", default=DEFAULT_MODEL, help=f"125M, 1.3B, 2.7B or a repo id (default: {DEFAULT_MODEL})"
+    )
     return parser
 
 
@@ -72,7 +122,9 @@ def read_prompt(args) -> str:
         try:
             prompt = args.file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            raise InputError(f"could not read the prompt file {args.file} ({getattr(error, 'strerror', None) or error}).") from None
+            raise InputError(
+                f"could not read the prompt file {args.file} ({getattr(error, 'strerror', None) or error})."
+            ) from None
         if not prompt.strip():
             raise InputError(f"the prompt file {args.file} is empty.")
         return prompt
@@ -90,10 +142,19 @@ def read_prompt(args) -> str:
 def run_generate(args) -> int:
     from . import load_model
 
-    settings = dict(max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens, do_sample=args.do_sample,
-                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                    repetition_penalty=args.repetition_penalty, seed=args.seed)
-    check_settings(args.max_new_tokens, args.min_new_tokens, args.temperature, args.top_k, args.top_p, args.repetition_penalty)
+    settings = dict(
+        max_new_tokens=args.max_new_tokens,
+        min_new_tokens=args.min_new_tokens,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+    )
+    check_settings(
+        args.max_new_tokens, args.min_new_tokens, args.temperature, args.top_k, args.top_p, args.repetition_penalty
+    )
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}.")
     prompt = read_prompt(args)
@@ -104,7 +165,9 @@ def run_generate(args) -> int:
     prompt_ids = tokenizer.encode(prompt)
     limit = config.max_position_embeddings
     if len(prompt_ids) + args.max_new_tokens > limit:
-        raise InputError(f"the prompt has {len(prompt_ids)} tokens; with {args.max_new_tokens} new tokens that is beyond the {limit}-position context.")
+        raise InputError(
+            f"the prompt has {len(prompt_ids)} tokens; with {args.max_new_tokens} new tokens that is beyond the {limit}-position context."
+        )
     model = load_model(folder, backend=args.backend, dtype=args.dtype, threads=args.threads)
     load_seconds = time.perf_counter() - started
     if args.ignore_eos:
@@ -133,6 +196,9 @@ def run_generate(args) -> int:
     out.flush()
     prefill_rate = len(prompt_ids) / max(first_token_at - start, 1e-9)
     decode_rate = max(new_tokens - 1, 0) / max(finished_at - first_token_at, 1e-9)
-    print(f"[{folder.name} {args.backend}] loaded in {load_seconds:.2f} s | prompt {len(prompt_ids)} tokens at {prefill_rate:.1f} tok/s | "
-          f"{new_tokens} new tokens at {decode_rate:.1f} tok/s" + (" | interrupted" if interrupted else ""), file=sys.stderr)
+    print(
+        f"[{folder.name} {args.backend}] loaded in {load_seconds:.2f} s | prompt {len(prompt_ids)} tokens at {prefill_rate:.1f} tok/s | "
+        f"{new_tokens} new tokens at {decode_rate:.1f} tok/s" + (" | interrupted" if interrupted else ""),
+        file=sys.stderr,
+    )
     return INTERRUPTED if interrupted else 0

@@ -44,7 +44,9 @@ class NeoConfig:
             raise CheckpointError(f"{source} describes model_type {model_type!r}, but neo_numpy only runs 'gpt_neo'.")
         activation = raw.get("activation_function", "gelu_new")
         if activation not in SUPPORTED_ACTIVATIONS:
-            raise CheckpointError(f"{source} asks for activation_function {activation!r}, but neo_numpy only implements 'gelu_new'.")
+            raise CheckpointError(
+                f"{source} asks for activation_function {activation!r}, but neo_numpy only implements 'gelu_new'."
+            )
         try:
             hidden_size = int(raw["hidden_size"])
             num_layers = int(raw["num_layers"])
@@ -85,12 +87,21 @@ class NeoConfig:
         return cls.from_dict(raw, source=str(path))
 
     def _check(self, source: str) -> None:
-        for name in ("vocab_size", "max_position_embeddings", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                     "window_size"):
+        for name in (
+            "vocab_size",
+            "max_position_embeddings",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "window_size",
+        ):
             if getattr(self, name) <= 0:  # checked first: num_heads 0 would otherwise divide by zero below
                 raise CheckpointError(f"{source}: {name} must be positive, got {getattr(self, name)}.")
         if self.hidden_size % self.num_heads:
-            raise CheckpointError(f"{source}: hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}.")
+            raise CheckpointError(
+                f"{source}: hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}."
+            )
         if len(self.attention_layers) != self.num_layers:
             raise CheckpointError(
                 f"{source}: attention_types expands to {len(self.attention_layers)} layers but num_layers is {self.num_layers}."
@@ -109,7 +120,9 @@ def expand_attention_types(attention_types) -> tuple:
     layers = []
     for pattern, repeats in attention_types:
         if isinstance(pattern, str):  # [["global", 2]] would otherwise expand letter by letter
-            raise ValueError(f"attention_types item [{pattern!r}, {repeats!r}] needs a list of kinds, like [[{pattern!r}], {repeats!r}]")
+            raise ValueError(
+                f"attention_types item [{pattern!r}, {repeats!r}] needs a list of kinds, like [[{pattern!r}], {repeats!r}]"
+            )
         layers.extend(list(pattern) * int(repeats))
     return tuple(layers)
 

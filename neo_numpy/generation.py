@@ -7,8 +7,8 @@ transformers' generate() returns, and `stream` turns them into printable text.
 
 import numpy as np
 
-from .errors import InputError
 from .cache import positions_from_mask
+from .errors import InputError
 from .sampling import check_settings, process_logits, sample
 
 MODEL_EOS = "config"  # eos_token_id's default: the model's own end-of-text id (None means never stop)
@@ -19,9 +19,20 @@ def resolve_eos(model, eos_token_id):
     return model.config.eos_token_id if eos_token_id == MODEL_EOS else eos_token_id
 
 
-def generate_tokens(model, input_ids, attention_mask=None, max_new_tokens: int = 20, min_new_tokens: int = 0,
-                    do_sample: bool = False, temperature: float = 1.0, top_k: int = 50, top_p: float = 1.0,
-                    repetition_penalty: float = 1.0, eos_token_id=MODEL_EOS, seed=None):
+def generate_tokens(
+    model,
+    input_ids,
+    attention_mask=None,
+    max_new_tokens: int = 20,
+    min_new_tokens: int = 0,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 50,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    eos_token_id=MODEL_EOS,
+    seed=None,
+):
     """Yield the next token of every row, step by step: int64 [B] per step, at most max_new_tokens steps.
 
     Arguments mean what they mean in transformers' generate(). eos_token_id defaults to the model's (50256);
@@ -40,8 +51,15 @@ def generate_tokens(model, input_ids, attention_mask=None, max_new_tokens: int =
             f"beyond the model's {limit}-position context."
         )
     eos = resolve_eos(model, eos_token_id)
-    settings = dict(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                    repetition_penalty=repetition_penalty, min_new_tokens=min_new_tokens, eos_token_id=eos)
+    settings = dict(
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        min_new_tokens=min_new_tokens,
+        eos_token_id=eos,
+    )
     xp, rng = model.backend.xp, np.random.default_rng(seed)
 
     rows = xp.arange(batch)
@@ -50,7 +68,9 @@ def generate_tokens(model, input_ids, attention_mask=None, max_new_tokens: int =
     positions = positions_from_mask(mask)
     next_position = xp.asarray(positions[:, -1:] + 1)  # [B, 1]
     cache = model.new_cache(batch, prompt_length + max_new_tokens)
-    logits = model.step(xp.asarray(ids), xp.asarray(positions), xp.asarray(mask.astype(bool)), cache, last_only=True)[:, -1]
+    logits = model.step(xp.asarray(ids), xp.asarray(positions), xp.asarray(mask.astype(bool)), cache, last_only=True)[
+        :, -1
+    ]
     unfinished = xp.ones(batch, dtype=bool)  # on the device, to replace finished rows' tokens
     finished_on_host = np.zeros(batch, dtype=bool)  # the same, from the copied tokens, to stop without a sync
     new_token_visible = xp.ones((batch, 1), dtype=bool)

@@ -49,7 +49,9 @@ def resolve_model_dir(name_or_path) -> Path:
     local = Path(name).expanduser()
     if local.exists():
         if not local.is_dir():
-            raise ModelNotFoundError(f"{local} is a file; pass the checkpoint folder that contains config.json instead.")
+            raise ModelNotFoundError(
+                f"{local} is a file; pass the checkpoint folder that contains config.json instead."
+            )
         return local
     repo_id = SHORT_NAMES.get(name.lower(), name)
     if not REPO_ID.match(repo_id) or name.startswith((".", "/", "~")):
@@ -102,7 +104,11 @@ def _is_complete(folder: Path) -> bool:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(shard, str) for shard in weight_map.values()):
+    if (
+        not isinstance(weight_map, dict)
+        or not weight_map
+        or not all(isinstance(shard, str) for shard in weight_map.values())
+    ):
         return False  # an index that lists no shards, or not as {tensor name: shard file}, describes no usable weights
     return all((folder / shard).is_file() for shard in set(weight_map.values()))
 

@@ -1,8 +1,8 @@
 """The GPT-Neo model: embeddings, pre-LayerNorm blocks with global or local attention, final LayerNorm, tied head.
 
-    h = wte[ids] + wpe[positions]
-    for each block:  h = h + attn(ln_1(h));  h = h + mlp(ln_2(h))
-    logits = ln_f(h) @ wte.T
+h = wte[ids] + wpe[positions]
+for each block:  h = h + attn(ln_1(h));  h = h + mlp(ln_2(h))
+logits = ln_f(h) @ wte.T
 """
 
 import time
@@ -61,7 +61,9 @@ class NeoModel:
     def block(self, h, layer, layer_cache, start, masks):
         """One pre-LN transformer block: h + attn(ln_1(h)), then + mlp(ln_2(h)).  h: [B, T, D]"""
         eps = self.config.layer_norm_epsilon
-        h = h + self.attention_block(layer_norm(h, layer.ln_1_weight, layer.ln_1_bias, eps), layer, layer_cache, start, masks)
+        h = h + self.attention_block(
+            layer_norm(h, layer.ln_1_weight, layer.ln_1_bias, eps), layer, layer_cache, start, masks
+        )
         return h + mlp(layer_norm(h, layer.ln_2_weight, layer.ln_2_bias, eps), layer)
 
     def head(self, h):
@@ -92,7 +94,9 @@ class NeoModel:
             cache.length += length
             logits = self.head(h[:, -1:] if last_only else h)
         if hidden_states is not None:  # like transformers, the last entry is after ln_f
-            hidden_states.append(layer_norm(h, self.weights.ln_f_weight, self.weights.ln_f_bias, self.config.layer_norm_epsilon))
+            hidden_states.append(
+                layer_norm(h, self.weights.ln_f_weight, self.weights.ln_f_bias, self.config.layer_norm_epsilon)
+            )
         return logits
 
     def blas_threads_for(self, rows: int) -> int:
@@ -108,7 +112,9 @@ class NeoModel:
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         return KVCache(self.config, batch, capacity, self.backend.xp, self.backend.dtype)
 
-    def forward(self, input_ids, attention_mask=None, output_hidden_states: bool = False, return_backend_array: bool = False):
+    def forward(
+        self, input_ids, attention_mask=None, output_hidden_states: bool = False, return_backend_array: bool = False
+    ):
         """Logits for every position: int [B, T] (or [T]) -> float32 [B, T, vocab] NumPy array.
 
         attention_mask: 0/1 [B, T] for left-padded batches; positions are counted over real tokens only
@@ -121,7 +127,9 @@ class NeoModel:
         to_device = self.backend.xp.asarray
         cache = self.new_cache(*input_ids.shape)
         hidden = [] if output_hidden_states else None
-        logits = self.step(to_device(input_ids), to_device(position_ids), to_device(attention_mask.astype(bool)), cache, False, hidden)
+        logits = self.step(
+            to_device(input_ids), to_device(position_ids), to_device(attention_mask.astype(bool)), cache, False, hidden
+        )
         result = logits if return_backend_array else self.backend.to_host(logits)
         if output_hidden_states:
             return result, [item if return_backend_array else self.backend.to_host(item) for item in hidden]
@@ -133,7 +141,9 @@ class NeoModel:
         if ids.ndim == 1:
             ids = ids[None, :]
         if ids.ndim != 2 or ids.shape[1] == 0 or ids.shape[0] == 0:
-            raise InputError(f"input_ids must be a non-empty [batch, sequence] array of token ids, got shape {list(ids.shape)}.")
+            raise InputError(
+                f"input_ids must be a non-empty [batch, sequence] array of token ids, got shape {list(ids.shape)}."
+            )
         if not np.issubdtype(ids.dtype, np.integer):
             raise InputError(f"input_ids must be integers, got dtype {ids.dtype}.")
         vocab = self.config.vocab_size
@@ -152,13 +162,17 @@ class NeoModel:
             bad_values = np.argwhere(~np.isin(mask, (0, 1)))
             if len(bad_values):
                 where = tuple(int(i) for i in bad_values[0])
-                raise InputError(f"attention_mask must hold only 0 (padding) and 1 (real token), but holds {mask[where]} at {list(where)}.")
+                raise InputError(
+                    f"attention_mask must hold only 0 (padding) and 1 (real token), but holds {mask[where]} at {list(where)}."
+                )
             empty_rows = np.flatnonzero(~mask.any(axis=1))
             if len(empty_rows):
                 raise InputError(f"row {int(empty_rows[0])} of attention_mask has no real token (no 1).")
             mask = mask.astype(np.int64)
         if ids.shape[1] > limit:
-            raise InputError(f"the sequence has {ids.shape[1]} tokens but the model's context holds at most {limit} positions.")
+            raise InputError(
+                f"the sequence has {ids.shape[1]} tokens but the model's context holds at most {limit} positions."
+            )
         return ids.astype(np.int64), mask
 
     # ------------------------------------------------------------------ generation (see generation.py)
@@ -201,8 +215,10 @@ class NeoModel:
 
     def __repr__(self):
         c = self.config
-        return (f"NeoModel({self.path}, {c.num_layers} layers, hidden {c.hidden_size}, {c.num_heads} heads, "
-                f"window {c.window_size}, backend {self.backend.name}/{np.dtype(self.backend.dtype).name})")
+        return (
+            f"NeoModel({self.path}, {c.num_layers} layers, hidden {c.hidden_size}, {c.num_heads} heads, "
+            f"window {c.window_size}, backend {self.backend.name}/{np.dtype(self.backend.dtype).name})"
+        )
 
 
 def load_model(name_or_path=DEFAULT_MODEL, backend: str = "numpy", dtype: str = "float32", threads=None) -> NeoModel:

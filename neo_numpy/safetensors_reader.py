@@ -41,9 +41,13 @@ def read_header(path: Path) -> dict:
                 raise CheckpointError(f"{path} is not a safetensors file: it is only {file_size} bytes long.")
             (header_length,) = struct.unpack("<Q", prefix)
             if header_length > MAX_HEADER_BYTES:
-                raise CheckpointError(f"{path} is not a valid safetensors file (its header length field is {header_length}).")
+                raise CheckpointError(
+                    f"{path} is not a valid safetensors file (its header length field is {header_length})."
+                )
             if header_length > file_size - 8:
-                raise CheckpointError(f"{path} is truncated: its header needs {header_length} bytes but the file has {file_size - 8} after the length field.")
+                raise CheckpointError(
+                    f"{path} is truncated: its header needs {header_length} bytes but the file has {file_size - 8} after the length field."
+                )
             header = json.loads(file.read(header_length))
     except OSError as error:
         raise CheckpointError(f"{path} could not be read ({error.strerror or error}).") from None
@@ -61,9 +65,13 @@ def read_header(path: Path) -> dict:
             dtype, shape, (begin, end) = info["dtype"], tuple(int(n) for n in info["shape"]), info["data_offsets"]
             begin, end = int(begin), int(end)
         except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path} is not a valid safetensors file (the entry for {name!r} is malformed).") from None
+            raise CheckpointError(
+                f"{path} is not a valid safetensors file (the entry for {name!r} is malformed)."
+            ) from None
         if not 0 <= begin <= end:
-            raise CheckpointError(f"{path} is not a valid safetensors file (tensor {name!r} has data_offsets {[begin, end]}).")
+            raise CheckpointError(
+                f"{path} is not a valid safetensors file (tensor {name!r} has data_offsets {[begin, end]})."
+            )
         if data_start + end > file_size:
             raise CheckpointError(
                 f"{path} is truncated: tensor {name!r} ends at byte {data_start + end} but the file has {file_size} bytes."
@@ -75,11 +83,15 @@ def read_header(path: Path) -> dict:
 def read_tensor(entry: TensorEntry, name: str) -> np.ndarray:
     """Read one tensor from disk as a float32 NumPy array of its shape."""
     if entry.dtype not in FILE_DTYPES:
-        raise CheckpointError(f"tensor {name!r} in {entry.path} has dtype {entry.dtype}; neo_numpy reads F32, F16 and BF16.")
+        raise CheckpointError(
+            f"tensor {name!r} in {entry.path} has dtype {entry.dtype}; neo_numpy reads F32, F16 and BF16."
+        )
     file_dtype = FILE_DTYPES[entry.dtype]
     count = int(np.prod(entry.shape, dtype=np.int64))
     if count * file_dtype.itemsize != entry.end - entry.start:
-        raise CheckpointError(f"tensor {name!r} in {entry.path} has {entry.end - entry.start} bytes, which does not fit shape {list(entry.shape)}.")
+        raise CheckpointError(
+            f"tensor {name!r} in {entry.path} has {entry.end - entry.start} bytes, which does not fit shape {list(entry.shape)}."
+        )
     raw = np.empty(entry.shape, dtype=file_dtype)
     with open(entry.path, "rb") as file:
         file.seek(entry.start)

@@ -17,7 +17,9 @@ def check_settings(max_new_tokens, min_new_tokens, temperature, top_k, top_p, re
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
         raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
     if not isinstance(min_new_tokens, (int, np.integer)) or not 0 <= min_new_tokens <= max_new_tokens:
-        raise InputError(f"min_new_tokens must be an integer between 0 and max_new_tokens ({max_new_tokens}), got {min_new_tokens!r}.")
+        raise InputError(
+            f"min_new_tokens must be an integer between 0 and max_new_tokens ({max_new_tokens}), got {min_new_tokens!r}."
+        )
     if not _is_number(temperature) or not temperature > 0 or math.isinf(temperature):
         raise InputError(f"temperature must be a number greater than 0, got {temperature!r}.")
     if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 0):
@@ -25,11 +27,17 @@ def check_settings(max_new_tokens, min_new_tokens, temperature, top_k, top_p, re
     if top_p is not None and (not _is_number(top_p) or not 0 < top_p <= 1):
         raise InputError(f"top_p must be in (0, 1], got {top_p!r}.")
     if not _is_number(repetition_penalty) or not repetition_penalty > 0 or math.isinf(repetition_penalty):
-        raise InputError(f"repetition_penalty must be a number greater than 0 (1.0 disables it), got {repetition_penalty!r}.")
+        raise InputError(
+            f"repetition_penalty must be a number greater than 0 (1.0 disables it), got {repetition_penalty!r}."
+        )
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and not math.isnan(value)
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+        and not math.isnan(value)
+    )
 
 
 def apply_repetition_penalty(logits, seen_tokens, penalty: float):

@@ -39,8 +39,8 @@ class NeoTokenizer:
         ids = np.full((len(rows), width), pad, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.int64)
         for i, row in enumerate(rows):
-            ids[i, width - len(row):] = row
-            mask[i, width - len(row):] = 1
+            ids[i, width - len(row) :] = row
+            mask[i, width - len(row) :] = 1
         return ids, mask
 
 
@@ -69,7 +69,9 @@ def tokenizer_from_folder(folder: Path) -> NeoTokenizer:
         tokenizer.decoder = decoders.ByteLevel()
         tokenizer.add_special_tokens([END_OF_TEXT])
         return NeoTokenizer(tokenizer)
-    raise CheckpointError(f"{folder} has no tokenizer.json and no vocab.json + merges.txt, so text cannot be tokenized.")
+    raise CheckpointError(
+        f"{folder} has no tokenizer.json and no vocab.json + merges.txt, so text cannot be tokenized."
+    )
 
 
 class TextStream:

@@ -31,7 +31,9 @@ def execute(path: Path, model: str = None, timeout: int = 1200) -> nbformat.Note
     if model:  # a relative folder is meant from here, not from the kernel's working folder (notebooks/)
         env["NEO_NUMPY_MODEL"] = str(Path(model).resolve()) if Path(model).exists() else model
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
-    client = NotebookClient(notebook, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": str(HERE)}})
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": str(HERE)}}
+    )
     client.execute(env=env)
     return notebook
 
@@ -48,8 +50,13 @@ def strip(path: Path) -> None:
 
 def images(notebook):
     """Every PNG the notebook displayed, as bytes, in order."""
-    return [base64.b64decode(output["data"]["image/png"]) for cell in notebook.cells if cell.cell_type == "code"
-            for output in cell.get("outputs", []) if "image/png" in output.get("data", {})]
+    return [
+        base64.b64decode(output["data"]["image/png"])
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
 
 
 def main(argv=None) -> int:
@@ -58,10 +65,14 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help="checkpoint for $NEO_NUMPY_MODEL (default: the environment's, else 125M)")
     parser.add_argument("--out", default=str(HERE / "executed"), help="folder for the executed copies")
     parser.add_argument("--figures", action="store_true", help="also write each picture as a PNG file")
-    parser.add_argument("--strip", action="store_true", help="only clear the notebooks' outputs in place (before committing)")
+    parser.add_argument(
+        "--strip", action="store_true", help="only clear the notebooks' outputs in place (before committing)"
+    )
     args = parser.parse_args(argv)
 
-    paths = [HERE / (name if name.endswith(".ipynb") else f"{name}.ipynb") for name in args.notebooks] or sorted(HERE.glob("*.ipynb"))
+    paths = [HERE / (name if name.endswith(".ipynb") else f"{name}.ipynb") for name in args.notebooks] or sorted(
+        HERE.glob("*.ipynb")
+    )
     if args.strip:
         for path in paths:
             strip(path)

@@ -15,18 +15,27 @@ GPT2_VOCAB_SIZE = 50257
 # name -> GPTNeoConfig arguments. Every config keeps the real GPT-2 vocabulary so the tokenizer fits.
 CONFIGS = {
     # global-first like the released models, sequence (up to 64) much longer than the window
-    "alternating": dict(hidden_size=64, num_layers=4, num_heads=4, attention_types=[[["global", "local"], 2]], window_size=8),
+    "alternating": dict(
+        hidden_size=64, num_layers=4, num_heads=4, attention_types=[[["global", "local"], 2]], window_size=8
+    ),
     # local-first, head size 24 (not 64), intermediate size set explicitly
-    "local_first": dict(hidden_size=72, num_layers=3, num_heads=3, attention_types=[[["local"], 1], [["local", "global"], 1]],
-                        window_size=5, intermediate_size=200),
+    "local_first": dict(
+        hidden_size=72,
+        num_layers=3,
+        num_heads=3,
+        attention_types=[[["local"], 1], [["local", "global"], 1]],
+        window_size=5,
+        intermediate_size=200,
+    ),
     # all global, odd head size 12
     "all_global": dict(hidden_size=60, num_layers=2, num_heads=5, attention_types=[[["global"], 2]], window_size=256),
 }
 
 
 def build_config(name: str, max_positions: int = 512) -> GPTNeoConfig:
-    return GPTNeoConfig(vocab_size=GPT2_VOCAB_SIZE, max_position_embeddings=max_positions, initializer_range=0.1,
-                        **CONFIGS[name])
+    return GPTNeoConfig(
+        vocab_size=GPT2_VOCAB_SIZE, max_position_embeddings=max_positions, initializer_range=0.1, **CONFIGS[name]
+    )
 
 
 def build_torch_model(name: str, seed: int = 0, max_positions: int = 512) -> GPTNeoForCausalLM:

@@ -9,7 +9,10 @@ import neo_numpy
 from neo_numpy.backend import get_backend
 
 
-@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed here; the missing-CuPy message cannot be seen")
+@pytest.mark.skipif(
+    importlib.util.find_spec("cupy") is not None,
+    reason="CuPy is installed here; the missing-CuPy message cannot be seen",
+)
 def test_cupy_missing_gives_one_sentence(checkpoint_dirs):
     with pytest.raises(neo_numpy.BackendError, match=r"needs CuPy: pip install cupy-cuda12x"):
         neo_numpy.load_model(checkpoint_dirs["alternating"], backend="cupy")
@@ -37,10 +40,11 @@ def test_float16_storage_path_on_the_host(checkpoint_dirs, neo_models):
     The public NumPy backend is float32 only; building the backend by hand checks the mixed-precision logic of the
     shared model code here, where no GPU is available.
     """
+    from conftest import relative_error
+
     from neo_numpy.backend import Backend
     from neo_numpy.checkpoint import load_weights
     from neo_numpy.model import NeoModel
-    from conftest import relative_error
 
     folder = checkpoint_dirs["alternating"]
     reference = neo_models["alternating"]

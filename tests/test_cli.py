@@ -17,21 +17,43 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from checkpoints import build_torch_model, save_checkpoint
 
 import neo_numpy
-from checkpoints import build_torch_model, save_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "alternating"
-FLAGS = ["--file", "-f", "--model", "-m", "--max-new-tokens", "-n", "--min-new-tokens", "--do-sample", "--temperature",
-         "--top-k", "--top-p", "--repetition-penalty", "--seed", "--ignore-eos", "--no-echo", "--backend", "--dtype",
-         "--threads"]
+FLAGS = [
+    "--file",
+    "-f",
+    "--model",
+    "-m",
+    "--max-new-tokens",
+    "-n",
+    "--min-new-tokens",
+    "--do-sample",
+    "--temperature",
+    "--top-k",
+    "--top-p",
+    "--repetition-penalty",
+    "--seed",
+    "--ignore-eos",
+    "--no-echo",
+    "--backend",
+    "--dtype",
+    "--threads",
+]
 
 
 def cli_env(tmp_root: Path) -> dict:
     """Offline, with empty download and Hugging Face cache folders, so nothing outside the test is found."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NEO_NUMPY_WEIGHTS=str(tmp_root / "weights"),
-               HF_HOME=str(tmp_root / "hf_home"), TRANSFORMERS_VERBOSITY="error")
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        NEO_NUMPY_WEIGHTS=str(tmp_root / "weights"),
+        HF_HOME=str(tmp_root / "hf_home"),
+        TRANSFORMERS_VERBOSITY="error",
+    )
     env.pop("HF_HUB_CACHE", None)
     env.pop("HUGGINGFACE_HUB_CACHE", None)
     return env
@@ -39,9 +61,14 @@ def cli_env(tmp_root: Path) -> dict:
 
 def run_cli(args, env, stdin=None, timeout=180):
     """Run `python -m neo_numpy <args>`: (exit code, stdout, stderr) as text."""
-    result = subprocess.run([sys.executable, "-m", "neo_numpy", *map(str, args)], cwd=REPO_ROOT, env=env,
-                            input=(stdin if stdin is not None else "").encode("utf-8"), capture_output=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "neo_numpy", *map(str, args)],
+        cwd=REPO_ROOT,
+        env=env,
+        input=(stdin if stdin is not None else "").encode("utf-8"),
+        capture_output=True,
+        timeout=timeout,
+    )
     return result.returncode, result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
 
 
@@ -62,7 +89,7 @@ def eos_checkpoint(checkpoint_dirs, neo_models, tokenizer, cli_root):
     Returns (folder, prompt ids, the unstopped greedy continuation, the index of the first EOS in it).
     """
     prompt = tokenizer.encode("The dog")
-    unstopped = neo_models[MODEL].generate(np.array([prompt]), max_new_tokens=40, eos_token_id=None)[0, len(prompt):]
+    unstopped = neo_models[MODEL].generate(np.array([prompt]), max_new_tokens=40, eos_token_id=None)[0, len(prompt) :]
     k = next(k for k in range(3, 40) if unstopped[k] not in unstopped[:k])
     folder = cli_root / "eos_checkpoint"
     folder.mkdir()
@@ -151,7 +178,7 @@ def test_prompt_file_without_echo(cli_runs, neo_models, tokenizer, cli_root):
     prompt = tokenizer.encode((cli_root / "prompt.txt").read_text(encoding="utf-8"))
     ids = neo_models[MODEL].generate(np.array([prompt]), max_new_tokens=20)[0]
     assert has_no_eos(ids, len(prompt))
-    assert stdout == tokenizer.decode(ids[len(prompt):].tolist()) + "\n"
+    assert stdout == tokenizer.decode(ids[len(prompt) :].tolist()) + "\n"
     assert not stdout.startswith("Café")
     assert_summary(stderr, new_tokens=20)
 
@@ -254,9 +281,16 @@ def long_checkpoint(cli_root):
 
 def start_interruptible(args, cli_root, stdin):
     """Popen the command with SIGINT at its default action (a test runner may start children with it ignored)."""
-    return subprocess.Popen(args, cwd=REPO_ROOT, env=cli_env(cli_root), stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, bufsize=0,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        args,
+        cwd=REPO_ROOT,
+        env=cli_env(cli_root),
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def interrupt(process, wait_until):
@@ -293,8 +327,19 @@ def first_output_byte(process):
 
 
 def test_ctrl_c_stops_cleanly(long_checkpoint, cli_root):
-    args = [sys.executable, "-m", "neo_numpy", "generate", "The dog", "-m", str(long_checkpoint), "-n", "2000",
-            "--ignore-eos", "--no-echo"]
+    args = [
+        sys.executable,
+        "-m",
+        "neo_numpy",
+        "generate",
+        "The dog",
+        "-m",
+        str(long_checkpoint),
+        "-n",
+        "2000",
+        "--ignore-eos",
+        "--no-echo",
+    ]
     stdout, stderr = interrupt(start_interruptible(args, cli_root, subprocess.DEVNULL), first_output_byte)
     summary = assert_summary(stderr)
     assert "interrupted" in summary

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from conftest import relative_error
 
 import neo_numpy
-from conftest import relative_error
 
 
 def gpu_missing_reason():
@@ -36,8 +36,9 @@ def reference_logits(torch_model, ids, mask):
     from neo_numpy.cache import positions_from_mask
 
     with torch.no_grad():
-        return torch_model(torch.tensor(ids), attention_mask=torch.tensor(mask),
-                           position_ids=torch.tensor(positions_from_mask(mask))).logits.numpy()
+        return torch_model(
+            torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions_from_mask(mask))
+        ).logits.numpy()
 
 
 @pytest.mark.parametrize("name", ["alternating", "local_first", "all_global"])
@@ -67,11 +68,15 @@ def test_greedy_ids_identical_to_cpu(name, gpu_models, neo_models):
     mask = np.ones_like(ids)
     mask[0, :5] = 0
     settings = dict(max_new_tokens=100, eos_token_id=None)
-    assert np.array_equal(gpu_models[name].generate(ids, mask, **settings), neo_models[name].generate(ids, mask, **settings))
+    assert np.array_equal(
+        gpu_models[name].generate(ids, mask, **settings), neo_models[name].generate(ids, mask, **settings)
+    )
 
 
 def test_sampling_is_seeded_and_agrees_with_the_cpu(gpu_models, neo_models):
-    settings = dict(max_new_tokens=30, do_sample=True, temperature=0.8, top_k=40, top_p=0.9, repetition_penalty=1.2, seed=7)
+    settings = dict(
+        max_new_tokens=30, do_sample=True, temperature=0.8, top_k=40, top_p=0.9, repetition_penalty=1.2, seed=7
+    )
     ids = np.arange(5)[None]
     gpu_once = gpu_models["alternating"].generate(ids, **settings)
     assert np.array_equal(gpu_once, gpu_models["alternating"].generate(ids, **settings))
@@ -88,8 +93,10 @@ def test_fp16_within_tolerance_and_same_greedy_ids(name, checkpoint_dirs, neo_mo
     error = relative_error(half.forward(ids), neo_models[name].forward(ids))
     print(f"{name}: fp16 relative logit error {error:.2e}")
     assert error < FP16_RELATIVE_TOLERANCE
-    assert np.array_equal(half.generate(ids, max_new_tokens=40, eos_token_id=None),
-                          neo_models[name].generate(ids, max_new_tokens=40, eos_token_id=None))
+    assert np.array_equal(
+        half.generate(ids, max_new_tokens=40, eos_token_id=None),
+        neo_models[name].generate(ids, max_new_tokens=40, eos_token_id=None),
+    )
 
 
 def test_stream_on_gpu(gpu_models, neo_models):

@@ -11,13 +11,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from checkpoints import CONFIGS, build_config, build_torch_model, save_checkpoint
+from conftest import relative_error
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 import neo_numpy
-from checkpoints import CONFIGS, build_config, build_torch_model, save_checkpoint
-from conftest import relative_error
 from neo_numpy.config import NeoConfig, expand_attention_types
 from neo_numpy.model import positions_from_mask
 
@@ -70,7 +70,7 @@ def logits_of(folder, torch_model, ids, label):
 def test_logits_match_transformers(name, torch_models, neo_models):
     config = neo_models[name].config
     if "local" in config.attention_layers:
-        assert SEQUENCE > config.window_size  # the local mask must actually cut something
+        assert config.window_size < SEQUENCE  # the local mask must actually cut something
     ids = random_ids(2, SEQUENCE, seed=1)
     ours = neo_models[name].forward(ids)
     assert ours.dtype == np.float32 and ours.shape == (2, SEQUENCE, 50257)
@@ -192,7 +192,9 @@ def test_old_attention_mask_buffers_are_skipped(torch_models, checkpoint_dirs, t
     positions = model.config.max_position_embeddings
     tensors = {name: tensor.contiguous() for name, tensor in model.state_dict().items() if name != "lm_head.weight"}
     for i in range(model.config.num_layers):  # the causal-mask buffers older GPT-Neo files carry
-        tensors[f"transformer.h.{i}.attn.attention.bias"] = torch.tril(torch.ones(positions, positions, dtype=torch.bool))[None, None]
+        tensors[f"transformer.h.{i}.attn.attention.bias"] = torch.tril(
+            torch.ones(positions, positions, dtype=torch.bool)
+        )[None, None]
         tensors[f"transformer.h.{i}.attn.attention.masked_bias"] = torch.tensor(-1e9)
     folder = tmp_path / "old"
     folder.mkdir()
@@ -206,8 +208,11 @@ def test_old_attention_mask_buffers_are_skipped(torch_models, checkpoint_dirs, t
 def test_file_without_transformer_prefix(torch_models, checkpoint_dirs, tmp_path):
     """GPTNeoModel (no LM head) saves its tensors as 'wte.weight', 'h.0.ln_1.weight', ..."""
     model = torch_models["all_global"]
-    tensors = {name.removeprefix("transformer."): tensor.contiguous()
-               for name, tensor in model.state_dict().items() if name != "lm_head.weight"}
+    tensors = {
+        name.removeprefix("transformer."): tensor.contiguous()
+        for name, tensor in model.state_dict().items()
+        if name != "lm_head.weight"
+    }
     folder = tmp_path / "base"
     folder.mkdir()
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
@@ -256,10 +261,19 @@ def test_attention_types_expansion_examples():
 
 def raw_config(**changes):
     raw = {
-        "model_type": "gpt_neo", "vocab_size": 50257, "max_position_embeddings": 2048, "hidden_size": 768,
-        "num_layers": 12, "num_heads": 12, "intermediate_size": None, "window_size": 256,
-        "attention_types": [[["global", "local"], 6]], "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-        "bos_token_id": 50256, "eos_token_id": 50256,
+        "model_type": "gpt_neo",
+        "vocab_size": 50257,
+        "max_position_embeddings": 2048,
+        "hidden_size": 768,
+        "num_layers": 12,
+        "num_heads": 12,
+        "intermediate_size": None,
+        "window_size": 256,
+        "attention_types": [[["global", "local"], 6]],
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+        "bos_token_id": 50256,
+        "eos_token_id": 50256,
     }
     raw.update(changes)
     return raw
@@ -288,8 +302,18 @@ def test_intermediate_size_null_and_explicit(checkpoint_dirs, neo_models):
 def test_config_dataclass_fields():
     names = {field.name for field in dataclasses.fields(NeoConfig)}
     assert names == {
-        "vocab_size", "max_position_embeddings", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-        "window_size", "attention_layers", "layer_norm_epsilon", "activation_function", "bos_token_id", "eos_token_id",
+        "vocab_size",
+        "max_position_embeddings",
+        "hidden_size",
+        "num_layers",
+        "num_heads",
+        "intermediate_size",
+        "window_size",
+        "attention_layers",
+        "layer_norm_epsilon",
+        "activation_function",
+        "bos_token_id",
+        "eos_token_id",
     }
     config = NeoConfig.from_dict(raw_config())
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -10,9 +10,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import relative_error
 
 import neo_numpy
-from conftest import relative_error
 from neo_numpy import InputError
 
 CONFIG_NAMES = ["alternating", "local_first", "all_global"]
@@ -50,8 +50,10 @@ def hf_generate(torch_model, ids, attention_mask=None, **settings):
 def greedy_references(torch_models, tokenizer):
     """name -> transformers' greedy [1, prompt + 120] for PROMPT, never stopping."""
     ids = [tokenizer.encode(PROMPT)]
-    return {name: hf_generate(torch_models[name], ids, max_new_tokens=NEW_TOKENS, eos_token_id=None, pad_token_id=EOS)
-            for name in CONFIG_NAMES}
+    return {
+        name: hf_generate(torch_models[name], ids, max_new_tokens=NEW_TOKENS, eos_token_id=None, pad_token_id=EOS)
+        for name in CONFIG_NAMES
+    }
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +68,10 @@ def batch_inputs(tokenizer):
 def batch_references(torch_models, batch_inputs):
     """name -> transformers' greedy batched generate() of the left-padded batch, 40 new tokens, never stopping."""
     ids, mask = batch_inputs
-    return {name: hf_generate(torch_models[name], ids, mask, max_new_tokens=40, eos_token_id=None, pad_token_id=EOS)
-            for name in CONFIG_NAMES}
+    return {
+        name: hf_generate(torch_models[name], ids, mask, max_new_tokens=40, eos_token_id=None, pad_token_id=EOS)
+        for name in CONFIG_NAMES
+    }
 
 
 def first_new_occurrence(tokens, start):
@@ -89,7 +93,7 @@ def test_greedy_matches_transformers(neo_models, greedy_references, tokenizer, n
     assert ours.shape == reference.shape
     mismatch = np.flatnonzero(ours[0] != reference[0])
     assert mismatch.size == 0, f"{name}: first difference at position {mismatch[:1].tolist()}"
-    assert len(set(ours[0, len(prompt):].tolist())) > 10  # a real continuation, not one token repeated
+    assert len(set(ours[0, len(prompt) :].tolist())) > 10  # a real continuation, not one token repeated
 
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
@@ -127,20 +131,31 @@ def test_kv_cache_decode_equals_recomputing_from_scratch(neo_models, tokenizer, 
     prompt = tokenizer.encode(PROMPT)
     sequence, steps = list(prompt), 100
     cache = model.new_cache(1, len(sequence) + steps)
-    logits = model.step(xp.asarray([sequence]), xp.asarray([list(range(len(sequence)))]),
-                        xp.ones((1, len(sequence)), dtype=bool), cache, last_only=True)
+    logits = model.step(
+        xp.asarray([sequence]),
+        xp.asarray([list(range(len(sequence)))]),
+        xp.ones((1, len(sequence)), dtype=bool),
+        cache,
+        last_only=True,
+    )
     cached = []
     for step in range(steps):
         cached.append(to_host(logits)[0, -1])  # [V]
         if step % 10 == 9:  # recompute this prefix from scratch, with a cache that starts empty
-            fresh = model.step(xp.asarray([sequence]), xp.asarray([list(range(len(sequence)))]),
-                               xp.ones((1, len(sequence)), dtype=bool), model.new_cache(1, len(sequence)), last_only=True)
+            fresh = model.step(
+                xp.asarray([sequence]),
+                xp.asarray([list(range(len(sequence)))]),
+                xp.ones((1, len(sequence)), dtype=bool),
+                model.new_cache(1, len(sequence)),
+                last_only=True,
+            )
             error = relative_error(cached[-1], to_host(fresh)[0, -1])
             assert error < 1e-5, f"{name}: step {step} (position {len(sequence)}) relative error {error:.2e}"
         token = int(cached[-1].argmax())
         sequence.append(token)
-        logits = model.step(xp.asarray([[token]]), xp.asarray([[len(sequence) - 1]]), xp.ones((1, 1), dtype=bool),
-                            cache, last_only=True)
+        logits = model.step(
+            xp.asarray([[token]]), xp.asarray([[len(sequence) - 1]]), xp.ones((1, 1), dtype=bool), cache, last_only=True
+        )
     assert cache.length == len(sequence)
     recomputed = model.forward(np.array([sequence]))[0, len(prompt) - 1 : -1]  # [steps, V]
     cached = np.stack(cached)
@@ -170,7 +185,9 @@ def test_local_layer_cache_memory_is_bounded(neo_models, torch_models, name):
 
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
-def test_left_padded_batch_matches_rows_alone_and_transformers(neo_models, batch_inputs, batch_references, tokenizer, name):
+def test_left_padded_batch_matches_rows_alone_and_transformers(
+    neo_models, batch_inputs, batch_references, tokenizer, name
+):
     ids, mask = batch_inputs
     model = neo_models[name]
     ours = model.generate(ids, mask, max_new_tokens=40, eos_token_id=None)
@@ -196,7 +213,7 @@ def test_right_padded_mask_is_refused(neo_models):
 def test_generation_stops_right_after_eos(neo_models, torch_models, greedy_references, tokenizer, name):
     """Take a token X that greedy emits (first at step k > 2), make it the EOS: generation ends with it at step k."""
     prompt = tokenizer.encode(PROMPT)
-    new = greedy_references[name][0, len(prompt):]
+    new = greedy_references[name][0, len(prompt) :]
     k = first_new_occurrence(new, 3)
     eos = int(new[k])
     ours = neo_models[name].generate(np.array([prompt]), max_new_tokens=NEW_TOKENS, eos_token_id=eos)
@@ -211,13 +228,13 @@ def test_generation_stops_right_after_eos(neo_models, torch_models, greedy_refer
 def test_finished_batch_rows_are_padded_with_eos(neo_models, torch_models, batch_inputs, batch_references, name):
     """EOS = a token that row 0 emits: row 0 then repeats it, like transformers with pad_token_id = eos."""
     ids, mask = batch_inputs
-    unstopped = batch_references[name][:, ids.shape[1]:]  # [3, 40]
+    unstopped = batch_references[name][:, ids.shape[1] :]  # [3, 40]
     eos = int(unstopped[0, first_new_occurrence(unstopped[0], 2)])
     ours = neo_models[name].generate(ids, mask, max_new_tokens=40, eos_token_id=eos)
     reference = hf_generate(torch_models[name], ids, mask, max_new_tokens=40, eos_token_id=eos, pad_token_id=eos)
     assert ours.shape == reference.shape and (ours == reference).all()
 
-    new = ours[:, ids.shape[1]:]
+    new = ours[:, ids.shape[1] :]
     firsts = [list(row).index(eos) if eos in row else None for row in unstopped]
     expected_length = 40 if None in firsts else max(firsts) + 1
     assert new.shape[1] == expected_length
@@ -233,7 +250,7 @@ def test_batch_stops_when_every_row_has_finished(neo_models, torch_models, batch
     """EOS = a token every row emits, at different steps: generation ends when the last row emits it."""
     ids, mask = batch_inputs
     for name in CONFIG_NAMES:
-        unstopped = batch_references[name][:, ids.shape[1]:]
+        unstopped = batch_references[name][:, ids.shape[1] :]
         common = set(unstopped[0].tolist()) & set(unstopped[1].tolist()) & set(unstopped[2].tolist())
         candidates = [(token, [list(row).index(token) for row in unstopped]) for token in sorted(common)]
         candidates = [(token, firsts) for token, firsts in candidates if len(set(firsts)) > 1 and max(firsts) < 39]
@@ -247,14 +264,14 @@ def test_batch_stops_when_every_row_has_finished(neo_models, torch_models, batch
     assert ours.shape == reference.shape == (3, ids.shape[1] + max(firsts) + 1)
     assert (ours == reference).all()
     for row, first in enumerate(firsts):
-        assert (ours[row, ids.shape[1] + first:] == eos).all()
+        assert (ours[row, ids.shape[1] + first :] == eos).all()
 
 
 def test_eos_none_never_stops(neo_models, greedy_references, tokenizer):
     """A model whose config EOS is a token greedy emits stops there by default, and never with eos_token_id=None."""
     name = "alternating"
     prompt = tokenizer.encode(PROMPT)
-    new = greedy_references[name][0, len(prompt):]
+    new = greedy_references[name][0, len(prompt) :]
     eos = int(new[first_new_occurrence(new, 3)])
     model = copy.copy(neo_models[name])
     model.config = dataclasses.replace(model.config, eos_token_id=eos)
@@ -262,7 +279,7 @@ def test_eos_none_never_stops(neo_models, greedy_references, tokenizer):
     assert stopped.shape[1] < len(prompt) + NEW_TOKENS and stopped[0, -1] == eos
     never = model.generate(np.array([prompt]), max_new_tokens=NEW_TOKENS, eos_token_id=None)
     assert never.shape == (1, len(prompt) + NEW_TOKENS)
-    assert (never[0, len(prompt):] == eos).sum() >= 1
+    assert (never[0, len(prompt) :] == eos).sum() >= 1
     assert (never == greedy_references[name]).all()
 
 
@@ -275,9 +292,10 @@ def test_min_new_tokens_holds_eos_back(neo_models, torch_models, greedy_referenc
     assert at_once[0].tolist() == prompt + [eos]
     held = model.generate(np.array([prompt]), max_new_tokens=20, eos_token_id=eos, min_new_tokens=3)
     assert held.shape[1] >= len(prompt) + 4
-    assert eos not in held[0, len(prompt): len(prompt) + 3].tolist()
-    reference = hf_generate(torch_models[name], [prompt], max_new_tokens=20, min_new_tokens=3, eos_token_id=eos,
-                            pad_token_id=eos)
+    assert eos not in held[0, len(prompt) : len(prompt) + 3].tolist()
+    reference = hf_generate(
+        torch_models[name], [prompt], max_new_tokens=20, min_new_tokens=3, eos_token_id=eos, pad_token_id=eos
+    )
     assert held.shape == reference.shape and (held == reference).all()
 
 
@@ -295,12 +313,25 @@ def test_prompt_plus_new_tokens_beyond_the_context(neo_models):
     assert model.generate(prompt[:, :510], max_new_tokens=2, eos_token_id=None).shape == (1, 512)  # exactly full fits
 
 
-@pytest.mark.parametrize("setting", [
-    dict(temperature=0), dict(temperature=-1), dict(temperature=float("nan")),
-    dict(top_p=0), dict(top_p=1.5), dict(top_k=-1), dict(top_k=2.5),
-    dict(repetition_penalty=0), dict(repetition_penalty=-1.0),
-    dict(max_new_tokens=0), dict(max_new_tokens=-5), dict(min_new_tokens=-1), dict(min_new_tokens=30),
-], ids=lambda setting: "-".join(f"{k}={v}" for k, v in setting.items()))
+@pytest.mark.parametrize(
+    "setting",
+    [
+        dict(temperature=0),
+        dict(temperature=-1),
+        dict(temperature=float("nan")),
+        dict(top_p=0),
+        dict(top_p=1.5),
+        dict(top_k=-1),
+        dict(top_k=2.5),
+        dict(repetition_penalty=0),
+        dict(repetition_penalty=-1.0),
+        dict(max_new_tokens=0),
+        dict(max_new_tokens=-5),
+        dict(min_new_tokens=-1),
+        dict(min_new_tokens=30),
+    ],
+    ids=lambda setting: "-".join(f"{k}={v}" for k, v in setting.items()),
+)
 def test_invalid_settings_raise_input_error(neo_models, setting):
     settings = {**dict(max_new_tokens=10, do_sample=True), **setting}
     with pytest.raises(InputError):
@@ -309,8 +340,11 @@ def test_invalid_settings_raise_input_error(neo_models, setting):
         next(iter(neo_models["alternating"].generate_tokens(np.array([[464, 3290]]), **settings)))
 
 
-@pytest.mark.parametrize("ids", [np.array([[464, 50257]]), np.array([[-1, 3290]]), np.zeros((1, 0), np.int64),
-                                 np.array([[1.5, 2.0]])], ids=["id-too-large", "negative-id", "empty", "floats"])
+@pytest.mark.parametrize(
+    "ids",
+    [np.array([[464, 50257]]), np.array([[-1, 3290]]), np.zeros((1, 0), np.int64), np.array([[1.5, 2.0]])],
+    ids=["id-too-large", "negative-id", "empty", "floats"],
+)
 def test_invalid_prompt_ids_raise_input_error(neo_models, ids):
     with pytest.raises(InputError):
         neo_models["alternating"].generate(ids, max_new_tokens=3)
@@ -335,7 +369,9 @@ def test_seeded_sampling_is_repeatable(neo_models, tokenizer):
 def test_sampling_with_top_k_1_is_greedy(neo_models, tokenizer):
     model = neo_models["alternating"]
     prompt = np.array([tokenizer.encode(PROMPT)])
-    sampled = model.generate(prompt, max_new_tokens=30, do_sample=True, top_k=1, temperature=2.0, seed=7, eos_token_id=None)
+    sampled = model.generate(
+        prompt, max_new_tokens=30, do_sample=True, top_k=1, temperature=2.0, seed=7, eos_token_id=None
+    )
     greedy = model.generate(prompt, max_new_tokens=30, eos_token_id=None)
     assert (sampled == greedy).all()
 
@@ -351,7 +387,7 @@ def test_sampled_rows_of_a_batch_are_independent(neo_models, tokenizer):
 def test_stream_yields_the_decoded_ids_without_the_final_eos(neo_models, greedy_references, tokenizer):
     name = "alternating"
     prompt = tokenizer.encode(PROMPT)
-    new = greedy_references[name][0, len(prompt):]
+    new = greedy_references[name][0, len(prompt) :]
     k = first_new_occurrence(new, 10)
     eos = int(new[k])
     pieces = list(neo_models[name].stream(PROMPT, max_new_tokens=NEW_TOKENS, eos_token_id=eos))

@@ -14,8 +14,7 @@ import requests
 from huggingface_hub.errors import LocalEntryNotFoundError
 from huggingface_hub.utils import filter_repo_objects
 
-from neo_numpy import ModelNotFoundError
-from neo_numpy import hub
+from neo_numpy import ModelNotFoundError, hub
 from neo_numpy.hub import resolve_model_dir
 
 REPO_125M = "EleutherAI/gpt-neo-125m"
@@ -98,7 +97,11 @@ def test_existing_folder_named_like_a_short_name_wins(tmp_path, monkeypatch):
 def test_missing_path_is_named(tmp_path, monkeypatch, weights, kind):
     fake = install(monkeypatch, FakeSnapshotDownload())
     monkeypatch.chdir(tmp_path)
-    path = {"absolute": str(tmp_path / "nowhere" / "model"), "relative": "./no-such-model", "home": "~/no-such-model-xyz"}[kind]
+    path = {
+        "absolute": str(tmp_path / "nowhere" / "model"),
+        "relative": "./no-such-model",
+        "home": "~/no-such-model-xyz",
+    }[kind]
     with pytest.raises(ModelNotFoundError) as error:
         resolve_model_dir(path)
     assert str(Path(path).expanduser()) in str(error.value)
@@ -256,7 +259,8 @@ def test_missing_shard_is_downloaded_into_the_same_folder(weights, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "index_text", ["{ not json", "[]", '{"metadata": {}}', '{"weight_map": []}', '{"weight_map": {}}', '{"weight_map": {"a": null}}']
+    "index_text",
+    ["{ not json", "[]", '{"metadata": {}}', '{"weight_map": []}', '{"weight_map": {}}', '{"weight_map": {"a": null}}'],
 )
 def test_unreadable_index_is_not_complete(weights, monkeypatch, index_text):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -278,13 +282,28 @@ def test_folder_without_config_is_not_complete(weights, monkeypatch):
 # ---------------------------------------------------------------------------------------------- what is downloaded
 
 HUB_FILES_125M = [  # the files of EleutherAI/gpt-neo-125m on the Hub
-    ".gitattributes", "README.md", "config.json", "flax_model.msgpack", "merges.txt", "model.safetensors",
-    "pytorch_model.bin", "rust_model.ot", "special_tokens_map.json", "tokenizer_config.json", "vocab.json",
+    ".gitattributes",
+    "README.md",
+    "config.json",
+    "flax_model.msgpack",
+    "merges.txt",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "rust_model.ot",
+    "special_tokens_map.json",
+    "tokenizer_config.json",
+    "vocab.json",
 ]
 HUB_FILES_SHARDED = [
-    "config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-    "model.safetensors.index.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
-    "pytorch_model.bin.index.json", "tf_model.h5", "tokenizer.json",
+    "config.json",
+    "model-00001-of-00002.safetensors",
+    "model-00002-of-00002.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model-00001-of-00002.bin",
+    "pytorch_model-00002-of-00002.bin",
+    "pytorch_model.bin.index.json",
+    "tf_model.h5",
+    "tokenizer.json",
 ]
 
 
@@ -300,11 +319,22 @@ def test_download_arguments(weights, monkeypatch):
     patterns = download["allow_patterns"]
     assert patterns, "snapshot_download must be limited to the files neo_numpy reads"
     chosen = set(filter_repo_objects(HUB_FILES_125M, allow_patterns=patterns))
-    assert chosen == {"config.json", "model.safetensors", "merges.txt", "vocab.json", "special_tokens_map.json",
-                      "tokenizer_config.json"}
+    assert chosen == {
+        "config.json",
+        "model.safetensors",
+        "merges.txt",
+        "vocab.json",
+        "special_tokens_map.json",
+        "tokenizer_config.json",
+    }
     chosen = set(filter_repo_objects(HUB_FILES_SHARDED, allow_patterns=patterns))
-    assert chosen == {"config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-                      "model.safetensors.index.json", "tokenizer.json"}
+    assert chosen == {
+        "config.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "tokenizer.json",
+    }
     for call in fake.calls:  # the cache probe is limited the same way
         assert call["allow_patterns"] == patterns
 

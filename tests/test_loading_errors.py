@@ -5,11 +5,11 @@ import shutil
 
 import numpy as np
 import pytest
+from checkpoints import save_checkpoint
 from safetensors.numpy import load_file, save_file
 
 import neo_numpy
 from neo_numpy import CheckpointError, InputError, ModelNotFoundError
-from checkpoints import save_checkpoint
 
 SOURCE = "all_global"  # the smallest test checkpoint (2 layers, hidden 60)
 
@@ -29,7 +29,9 @@ class _ExpectError:
 
     def __exit__(self, kind, error, traceback):
         assert error is not None, f"expected {self.exception_class.__name__}, but nothing was raised"
-        assert type(error) is self.exception_class, f"expected {self.exception_class.__name__}, got {kind.__name__}: {error}"
+        assert type(error) is self.exception_class, (
+            f"expected {self.exception_class.__name__}, got {kind.__name__}: {error}"
+        )
         self.message = str(error)
         print(f"\n[{kind.__name__}] {self.message}")
         for needle in self.needles:
@@ -138,15 +140,20 @@ def test_hidden_size_not_divisible_by_heads(folder):
         neo_numpy.load_model(folder)
 
 
-@pytest.mark.parametrize("entry, value", [("num_heads", 0), ("intermediate_size", -5), ("window_size", 0), ("vocab_size", -1)])
+@pytest.mark.parametrize(
+    "entry, value", [("num_heads", 0), ("intermediate_size", -5), ("window_size", 0), ("vocab_size", -1)]
+)
 def test_config_value_not_positive(folder, entry, value):
     path = edit_config(folder, **{entry: value})
     with expect_error(CheckpointError, path, entry, value):
         neo_numpy.load_model(folder)
 
 
-@pytest.mark.parametrize("attention_types", [[["global", 2]], [[["global"]]], None, [[["global"], "two"]]],
-                         ids=["pattern-not-a-list", "no-repeat-count", "null", "repeat-count-not-a-number"])
+@pytest.mark.parametrize(
+    "attention_types",
+    [[["global", 2]], [[["global"]]], None, [[["global"], "two"]]],
+    ids=["pattern-not-a-list", "no-repeat-count", "null", "repeat-count-not-a-number"],
+)
 def test_attention_types_malformed(folder, attention_types):
     path = edit_config(folder, attention_types=attention_types)
     with expect_error(CheckpointError, path, "malformed"):
@@ -314,7 +321,9 @@ def test_sharded_index_lists_missing_shard(torch_models, tmp_path):
         neo_numpy.load_model(folder)
 
 
-@pytest.mark.parametrize("index_text", ["{ not json", "[1]", '{"metadata": {}}', '{"weight_map": ["a"]}', '{"weight_map": {"a": 1}}'])
+@pytest.mark.parametrize(
+    "index_text", ["{ not json", "[1]", '{"metadata": {}}', '{"weight_map": ["a"]}', '{"weight_map": {"a": 1}}']
+)
 def test_sharded_index_unreadable(torch_models, tmp_path, index_text):
     folder = save_checkpoint(torch_models[SOURCE], tmp_path / "sharded", max_shard_size="200KB", with_tokenizer=False)
     index = folder / "model.safetensors.index.json"

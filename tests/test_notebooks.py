@@ -43,7 +43,9 @@ def test_notebook_runs(path, checkpoint_dirs):
     notebook = nbformat.read(path, as_version=4)
     env = dict(os.environ, NEO_NUMPY_MODEL=str(checkpoint_dirs["alternating"]), MPLBACKEND="Agg", HF_HUB_OFFLINE="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    client = NotebookClient(notebook, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(NOTEBOOK_DIR)}}
+    )
     client.execute(env=env)  # raises CellExecutionError, with the failing cell and its traceback, on any error
 
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]

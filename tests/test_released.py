@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import relative_error
 
 import neo_numpy
-from conftest import relative_error
 from neo_numpy import hub
 
 pytestmark = pytest.mark.released
@@ -19,7 +19,28 @@ pytestmark = pytest.mark.released
 PROMPT = "EleutherAI's GPT-Neo is an open replication of GPT-3. In the beginning the Universe was created."
 # transformers' own GPT-Neo test: greedy 1.3B on "The dog"
 THE_DOG = [464, 3290]
-THE_DOG_GREEDY_1_3B = [464, 3290, 12, 3380, 4866, 286, 262, 1492, 11, 543, 318, 257, 4947, 286, 27126, 416, 262, 2739, 1772, 11]
+THE_DOG_GREEDY_1_3B = [
+    464,
+    3290,
+    12,
+    3380,
+    4866,
+    286,
+    262,
+    1492,
+    11,
+    543,
+    318,
+    257,
+    4947,
+    286,
+    27126,
+    416,
+    262,
+    2739,
+    1772,
+    11,
+]
 
 
 def local_checkpoint(repo_id: str) -> Path:
@@ -36,8 +57,10 @@ def local_checkpoint(repo_id: str) -> Path:
         if hub._is_complete(folder):
             return folder
     short = {"gpt-neo-125m": "125M", "gpt-neo-1.3B": "1.3B", "gpt-neo-2.7B": "2.7B"}[folder_name]
-    pytest.skip(f"released {repo_id} is not present locally (download it with: python -m neo_numpy download {short}, "
-                f"or put it in weights/{folder_name})")
+    pytest.skip(
+        f"released {repo_id} is not present locally (download it with: python -m neo_numpy download {short}, "
+        f"or put it in weights/{folder_name})"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +92,9 @@ def test_125m_logits_match_transformers(folder_125m):
         reference = reference_model(torch.as_tensor(ids)).logits.numpy()
     ours = neo.forward(ids)
     relative = relative_error(ours, reference)
-    print(f"\n[parity] released 125M, {ids.shape[1]} tokens: max abs {np.abs(ours - reference).max():.3e}, rel {relative:.3e}")
+    print(
+        f"\n[parity] released 125M, {ids.shape[1]} tokens: max abs {np.abs(ours - reference).max():.3e}, rel {relative:.3e}"
+    )
     assert relative < 1e-5
     assert np.array_equal(ours.argmax(-1), reference.argmax(-1))
 

@@ -24,10 +24,18 @@ EOS = 50256
 BATCH = 4
 
 
-def settings_for(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0, min_new_tokens=0,
-                 eos_token_id=EOS):
-    return dict(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                repetition_penalty=repetition_penalty, min_new_tokens=min_new_tokens, eos_token_id=eos_token_id)
+def settings_for(
+    do_sample=True, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0, min_new_tokens=0, eos_token_id=EOS
+):
+    return dict(
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        min_new_tokens=min_new_tokens,
+        eos_token_id=eos_token_id,
+    )
 
 
 def transformers_chain(settings, prompt_length):
@@ -36,7 +44,9 @@ def transformers_chain(settings, prompt_length):
     if settings["repetition_penalty"] != 1.0:
         chain.append(RepetitionPenaltyLogitsProcessor(settings["repetition_penalty"]))
     if settings["eos_token_id"] is not None and settings["min_new_tokens"] > 0:
-        chain.append(MinNewTokensLengthLogitsProcessor(prompt_length, settings["min_new_tokens"], settings["eos_token_id"]))
+        chain.append(
+            MinNewTokensLengthLogitsProcessor(prompt_length, settings["min_new_tokens"], settings["eos_token_id"])
+        )
     if settings["do_sample"]:
         if settings["temperature"] != 1.0:
             chain.append(TemperatureLogitsWarper(settings["temperature"]))
@@ -72,7 +82,11 @@ CASES = {
     "temperature_top_k_top_p": (settings_for(temperature=0.7, top_k=50, top_p=0.9), 20, 3),
     "hot_top_p_only": (settings_for(temperature=1.5, top_k=0, top_p=0.5), 16, 1),
     "top_k_only_with_penalty": (settings_for(top_k=10, repetition_penalty=1.2), 20, 3),
-    "everything": (settings_for(temperature=0.6, top_k=200, top_p=0.95, repetition_penalty=1.5, min_new_tokens=8), 20, 4),
+    "everything": (
+        settings_for(temperature=0.6, top_k=200, top_p=0.95, repetition_penalty=1.5, min_new_tokens=8),
+        20,
+        4,
+    ),
     "top_k_1": (settings_for(top_k=1), 8, 1),
     "cold_top_p_tiny": (settings_for(temperature=0.3, top_p=0.05), 8, 1),
     "no_eos_min_new": (settings_for(min_new_tokens=5, eos_token_id=None, top_p=0.8), 8, 1),
@@ -104,8 +118,12 @@ def test_process_logits_matches_transformers(case, seed):
 def test_processors_do_not_modify_their_input():
     logits, history = random_case(3)
     before = logits.copy()
-    process_logits(logits, seen_tokens_of(history), 0, settings_for(temperature=0.5, top_k=20, top_p=0.9, repetition_penalty=1.3,
-                                                    min_new_tokens=2))
+    process_logits(
+        logits,
+        seen_tokens_of(history),
+        0,
+        settings_for(temperature=0.5, top_k=20, top_p=0.9, repetition_penalty=1.3, min_new_tokens=2),
+    )
     assert np.array_equal(logits, before)
 
 
@@ -184,7 +202,9 @@ def test_sampling_inside_the_nucleus_is_proportional_not_uniform():
     assert counts[3] == 0
     expected = probabilities[:3] / probabilities[:3].sum() * 20000
     statistic, p_value = chisquare(counts[:3], expected)
-    assert p_value > 1e-3, f"frequencies {counts / 20000} inside the nucleus are not proportional (chi2 {statistic:.1f})"
+    assert p_value > 1e-3, (
+        f"frequencies {counts / 20000} inside the nucleus are not proportional (chi2 {statistic:.1f})"
+    )
 
 
 def test_a_token_with_probability_zero_is_never_drawn():

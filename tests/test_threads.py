@@ -34,7 +34,11 @@ def test_first_decode_step_fixes_the_decode_count(checkpoint_dirs):
 def test_thread_counts_do_not_change_results(checkpoint_dirs):
     ids = np.random.default_rng(0).integers(0, 50257, (2, 40))
     one = neo_numpy.load_model(checkpoint_dirs["local_first"], threads=1)
-    many = neo_numpy.load_model(checkpoint_dirs["local_first"], threads=ThreadPlan(available_cores(), available_cores()))
+    many = neo_numpy.load_model(
+        checkpoint_dirs["local_first"], threads=ThreadPlan(available_cores(), available_cores())
+    )
     np.testing.assert_allclose(one.forward(ids), many.forward(ids), rtol=0, atol=1e-4)
-    assert np.array_equal(one.generate(ids, max_new_tokens=30, eos_token_id=None),
-                          many.generate(ids, max_new_tokens=30, eos_token_id=None))
+    assert np.array_equal(
+        one.generate(ids, max_new_tokens=30, eos_token_id=None),
+        many.generate(ids, max_new_tokens=30, eos_token_id=None),
+    )

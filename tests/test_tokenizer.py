@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from checkpoints import write_gpt2_tokenizer
 
 import neo_numpy
-from checkpoints import write_gpt2_tokenizer
 from neo_numpy import CheckpointError
 from neo_numpy.tokenizer import TextStream
 
@@ -34,14 +34,17 @@ def slow_tokenizer(tmp_path_factory):
     return neo_numpy.load_tokenizer(folder)
 
 
-@pytest.mark.parametrize("text, ids", [
-    ("The dog", [464, 3290]),
-    ("Hello world", [15496, 995]),
-    ("EleutherAI has", [28827, 12866, 20185, 468]),
-    (" world", [995]),
-    ("world", [6894]),
-    ("<|endoftext|>", [50256]),
-])
+@pytest.mark.parametrize(
+    "text, ids",
+    [
+        ("The dog", [464, 3290]),
+        ("Hello world", [15496, 995]),
+        ("EleutherAI has", [28827, 12866, 20185, 468]),
+        (" world", [995]),
+        ("world", [6894]),
+        ("<|endoftext|>", [50256]),
+    ],
+)
 def test_known_ids(tokenizer, text, ids):
     assert tokenizer.encode(text) == ids
     assert tokenizer.decode(ids) == text
@@ -162,7 +165,7 @@ def test_model_stream_pieces_concatenate_to_the_decode(neo_models, tokenizer):
     prompt = "Café 😀 漢字"
     settings = dict(max_new_tokens=60, eos_token_id=None)
     pieces = list(model.stream(prompt, **settings))
-    generated = model.generate(np.array([tokenizer.encode(prompt)]), **settings)[0, len(tokenizer.encode(prompt)):]
+    generated = model.generate(np.array([tokenizer.encode(prompt)]), **settings)[0, len(tokenizer.encode(prompt)) :]
     assert len(generated) == 60
     assert all(isinstance(piece, str) and piece for piece in pieces)
     assert "".join(pieces) == tokenizer.decode(generated)
