@@ -2,10 +2,13 @@
 
 from .config import NeoConfig
 from .errors import BackendError, CheckpointError, InputError, ModelNotFoundError, NeoNumpyError
-from .model import NeoModel, load_model
+from .loading import load_model
+from .model import NeoModel
+from .settings import GenerationSettings
 from .tokenizer import NeoTokenizer, load_tokenizer
 
 __all__ = [
+    "GenerationSettings",
     "NeoConfig",
     "NeoModel",
     "load_model",

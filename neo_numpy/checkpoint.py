@@ -1,7 +1,7 @@
 """Load GPT-Neo's weights from a checkpoint folder, checking every name and shape against the config.
 
 A folder holds config.json and either model.safetensors or model.safetensors.index.json plus its shards.
-Names follow transformers' GPTNeoForCausalLM (../shared/GUIDE.md §1), for example
+Names follow transformers' GPTNeoForCausalLM (its state_dict keys), for example
 "transformer.h.0.attn.attention.q_proj.weight". Linear weights stay in PyTorch's [out, in] layout: y = x @ W.T + b.
 """
 
@@ -23,9 +23,9 @@ class LayerWeights:
     kind: str  # "global" or "local" attention
     ln_1_weight: object  # [768]
     ln_1_bias: object  # [768]
-    q_proj: object  # [768, 768]  (no bias)
-    k_proj: object  # [768, 768]  (no bias)
-    v_proj: object  # [768, 768]  (no bias)
+    q_proj_weight: object  # [768, 768]  (no bias)
+    k_proj_weight: object  # [768, 768]  (no bias)
+    v_proj_weight: object  # [768, 768]  (no bias)
     out_proj_weight: object  # [768, 768]
     out_proj_bias: object  # [768]
     ln_2_weight: object  # [768]
@@ -43,15 +43,15 @@ class NeoWeights:
     layers: list  # [LayerWeights] * num_layers
     ln_f_weight: object  # [hidden]
     ln_f_bias: object  # [hidden]
-    lm_head: object  # [vocab, hidden]: wte itself unless the file stores a separate lm_head.weight
+    lm_head_weight: object  # [vocab, hidden]: wte itself unless the file stores a separate lm_head.weight
 
 
 LAYER_TENSORS = {  # LayerWeights field -> (name inside "transformer.h.{i}.", shape from the config)
     "ln_1_weight": ("ln_1.weight", lambda c: (c.hidden_size,)),
     "ln_1_bias": ("ln_1.bias", lambda c: (c.hidden_size,)),
-    "q_proj": ("attn.attention.q_proj.weight", lambda c: (c.hidden_size, c.hidden_size)),
-    "k_proj": ("attn.attention.k_proj.weight", lambda c: (c.hidden_size, c.hidden_size)),
-    "v_proj": ("attn.attention.v_proj.weight", lambda c: (c.hidden_size, c.hidden_size)),
+    "q_proj_weight": ("attn.attention.q_proj.weight", lambda c: (c.hidden_size, c.hidden_size)),
+    "k_proj_weight": ("attn.attention.k_proj.weight", lambda c: (c.hidden_size, c.hidden_size)),
+    "v_proj_weight": ("attn.attention.v_proj.weight", lambda c: (c.hidden_size, c.hidden_size)),
     "out_proj_weight": ("attn.attention.out_proj.weight", lambda c: (c.hidden_size, c.hidden_size)),
     "out_proj_bias": ("attn.attention.out_proj.bias", lambda c: (c.hidden_size,)),
     "ln_2_weight": ("ln_2.weight", lambda c: (c.hidden_size,)),
@@ -87,12 +87,14 @@ def find_tensors(folder: Path) -> dict:
     if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.ckpt")):
         raise CheckpointError(
             f"{folder} holds only PyTorch pickle weights, which neo_numpy does not load (unpickling can run code); "
-            "convert them with transformers: GPTNeoForCausalLM.from_pretrained(folder).save_pretrained(folder) writes model.safetensors."
+            "convert them with transformers: GPTNeoForCausalLM.from_pretrained(folder).save_pretrained(folder) "
+            "writes model.safetensors."
         )
     raise CheckpointError(f"{folder} has no model.safetensors or model.safetensors.index.json.")
 
 
-def _read_sharded(index: Path) -> dict:
+def read_shard_index(index: Path) -> dict:
+    """The weight_map of a model.safetensors.index.json: {tensor name: shard file name}."""
     try:
         contents = json.loads(index.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:  # ValueError covers JSONDecodeError and UnicodeDecodeError
@@ -102,6 +104,12 @@ def _read_sharded(index: Path) -> dict:
         raise CheckpointError(
             f"{index} is not a safetensors index: it needs a weight_map from tensor names to shard files."
         )
+    return weight_map
+
+
+def _read_sharded(index: Path) -> dict:
+    """{name: TensorEntry} over every shard the index lists, each of which must exist."""
+    weight_map = read_shard_index(index)
     entries = {}
     for shard in sorted(set(weight_map.values())):
         shard_path = index.parent / shard
@@ -130,14 +138,14 @@ def load_weights(folder: Path, config: NeoConfig, to_device) -> NeoWeights:
         fields = {field: tensor(f"transformer.h.{i}.{name}") for field, (name, _) in LAYER_TENSORS.items()}
         layers.append(LayerWeights(kind=kind, **fields))
     wte = tensor("transformer.wte.weight")
-    lm_head = tensor("lm_head.weight") if "lm_head.weight" in entries else wte
+    lm_head_weight = tensor("lm_head.weight") if "lm_head.weight" in entries else wte
     return NeoWeights(
         wte=wte,
         wpe=tensor("transformer.wpe.weight"),
         layers=layers,
         ln_f_weight=tensor("transformer.ln_f.weight"),
         ln_f_bias=tensor("transformer.ln_f.bias"),
-        lm_head=lm_head,
+        lm_head_weight=lm_head_weight,
     )
 
 
@@ -164,5 +172,6 @@ def _check_names_and_shapes(entries: dict, shapes: dict, config: NeoConfig, fold
             )
         if entry.shape != allowed[name]:
             raise CheckpointError(
-                f"tensor {name!r} in {entry.path} has shape {list(entry.shape)}, but config.json implies {list(allowed[name])}."
+                f"tensor {name!r} in {entry.path} has shape {list(entry.shape)}, "
+                f"but config.json implies {list(allowed[name])}."
             )

@@ -7,13 +7,15 @@ and a non-zero exit status, never a traceback.
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .config import NeoConfig
 from .errors import InputError, NeoNumpyError
+from .generation import stream_text
 from .hub import DEFAULT_MODEL, SHORT_NAMES, resolve_model_dir
-from .sampling import check_settings
-from .tokenizer import TextStream, tokenizer_from_folder
+from .settings import GenerationSettings
+from .tokenizer import tokenizer_from_folder
 
 INTERRUPTED = 130  # the conventional exit status after Ctrl-C
 
@@ -91,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         "download",
         help="download a checkpoint into weights/",
         description=(
-            "Download a released GPT-Neo checkpoint (only config, safetensors weights and tokenizer files) into weights/."
+            "Download a released GPT-Neo checkpoint (only config, safetensors weights and tokenizer files) "
+            "into weights/."
         ),
     )
     down.add_argument(
@@ -140,9 +143,9 @@ def read_prompt(args) -> str:
 
 
 def run_generate(args) -> int:
-    from . import load_model
+    from .loading import load_model
 
-    settings = dict(
+    settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens,
         min_new_tokens=args.min_new_tokens,
         do_sample=args.do_sample,
@@ -152,52 +155,48 @@ def run_generate(args) -> int:
         repetition_penalty=args.repetition_penalty,
         seed=args.seed,
     )
-    check_settings(
-        args.max_new_tokens, args.min_new_tokens, args.temperature, args.top_k, args.top_p, args.repetition_penalty
-    )
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}.")
     prompt = read_prompt(args)
     started = time.perf_counter()
     folder = resolve_model_dir(args.model)
     config = NeoConfig.from_file(folder / "config.json")
+    settings = replace(settings, eos_token_id=None if args.ignore_eos else config.eos_token_id)
+    settings.check_vocabulary(config.vocab_size)
     tokenizer = tokenizer_from_folder(folder)
     prompt_ids = tokenizer.encode(prompt)
     limit = config.max_position_embeddings
     if len(prompt_ids) + args.max_new_tokens > limit:
         raise InputError(
-            f"the prompt has {len(prompt_ids)} tokens; with {args.max_new_tokens} new tokens that is beyond the {limit}-position context."
+            f"the prompt has {len(prompt_ids)} tokens; with {args.max_new_tokens} new tokens "
+            f"that is beyond the {limit}-position context."
         )
     model = load_model(folder, backend=args.backend, dtype=args.dtype, threads=args.threads)
     load_seconds = time.perf_counter() - started
-    if args.ignore_eos:
-        settings["eos_token_id"] = None
-    eos = None if args.ignore_eos else config.eos_token_id
 
     out = sys.stdout
     if not args.no_echo:
         out.write(tokenizer.decode(prompt_ids))
         out.flush()
-    text, new_tokens, interrupted = TextStream(tokenizer), 0, False
+    new_tokens, interrupted = 0, False
     start = first_token_at = time.perf_counter()
     try:
-        for tokens in model.generate_tokens([prompt_ids], **settings):
-            if new_tokens == 0:
-                first_token_at = time.perf_counter()
-            if eos is not None and tokens[0] == eos:
-                break
-            new_tokens += 1
-            out.write(text.push(tokens[0]))
+        for token, piece in stream_text(model, tokenizer, prompt_ids, settings):
+            if token is not None:
+                first_token_at = first_token_at if new_tokens else time.perf_counter()
+                new_tokens += 1
+            out.write(piece)
             out.flush()
     except KeyboardInterrupt:
         interrupted = True
     finished_at = time.perf_counter()
-    out.write(text.flush() + "\n")
+    out.write("\n")
     out.flush()
     prefill_rate = len(prompt_ids) / max(first_token_at - start, 1e-9)
     decode_rate = max(new_tokens - 1, 0) / max(finished_at - first_token_at, 1e-9)
     print(
-        f"[{folder.name} {args.backend}] loaded in {load_seconds:.2f} s | prompt {len(prompt_ids)} tokens at {prefill_rate:.1f} tok/s | "
+        f"[{folder.name} {args.backend}] loaded in {load_seconds:.2f} s | "
+        f"prompt {len(prompt_ids)} tokens at {prefill_rate:.1f} tok/s | "
         f"{new_tokens} new tokens at {decode_rate:.1f} tok/s" + (" | interrupted" if interrupted else ""),
         file=sys.stderr,
     )

@@ -4,13 +4,15 @@
 that exists on disk is used as it is. Downloads go to the project's weights/ folder (or $NEO_NUMPY_WEIGHTS).
 """
 
-import json
 import os
 import re
 import sys
 from pathlib import Path
 
-from .errors import ModelNotFoundError
+from huggingface_hub.errors import GatedRepoError, HTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+from .checkpoint import read_shard_index
+from .errors import CheckpointError, ModelNotFoundError
 
 SHORT_NAMES = {
     "125m": "EleutherAI/gpt-neo-125m",
@@ -56,34 +58,30 @@ def resolve_model_dir(name_or_path) -> Path:
     repo_id = SHORT_NAMES.get(name.lower(), name)
     if not REPO_ID.match(repo_id) or name.startswith((".", "/", "~")):
         raise ModelNotFoundError(
-            f"{local} does not exist: pass an existing checkpoint folder, a hub id like EleutherAI/gpt-neo-125m, or one of 125M, 1.3B, 2.7B."
+            f"{local} does not exist: pass an existing checkpoint folder, a hub id like EleutherAI/gpt-neo-125m, "
+            "or one of 125M, 1.3B, 2.7B."
         )
     return _from_hub(repo_id)
 
 
 def _from_hub(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
+    import huggingface_hub
 
-    target = weights_dir() / repo_id.split("/")[-1]
-    if _is_complete(target):
-        return target
-    try:  # a copy already in the Hugging Face cache (~/.cache/huggingface) needs no network
-        cached = Path(snapshot_download(repo_id, allow_patterns=FILES_NEEDED, local_files_only=True))
-        if _is_complete(cached):
-            return cached
-    except Exception:
-        pass
-    if _offline():
+    target = download_folder(repo_id)
+    local = find_local_copy(repo_id)
+    if local is not None:
+        return local
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
         raise ModelNotFoundError(
             f"{repo_id} is not in {target} or the Hugging Face cache, and HF_HUB_OFFLINE is set; "
             "download it on a connected machine or pass a local checkpoint folder with --model."
         )
+    print(f"Downloading {repo_id} into {target} ...", flush=True, file=sys.stderr)
     try:
-        print(f"Downloading {repo_id} into {target} ...", flush=True, file=sys.stderr)
-        snapshot_download(repo_id, allow_patterns=FILES_NEEDED, local_dir=target)
-    except Exception as error:
+        huggingface_hub.snapshot_download(repo_id, allow_patterns=FILES_NEEDED, local_dir=target)
+    except (HTTPError, OSError) as error:  # HTTPError: the Hub client's transport errors
         raise ModelNotFoundError(_download_failure(repo_id, error)) from None
-    if not _is_complete(target):
+    if not is_complete_checkpoint(target):
         raise ModelNotFoundError(
             f"{repo_id} on the Hugging Face Hub has no config.json with safetensors weights (neo_numpy does not load "
             "pickle files); convert it with transformers' save_pretrained and pass the folder with --model."
@@ -91,7 +89,27 @@ def _from_hub(repo_id: str) -> Path:
     return target
 
 
-def _is_complete(folder: Path) -> bool:
+def download_folder(repo_id: str) -> Path:
+    """Where `python -m neo_numpy download` puts a hub model: weights_dir()/<repo name>."""
+    return weights_dir() / repo_id.split("/")[-1]
+
+
+def find_local_copy(repo_id: str):
+    """A complete copy of `repo_id` already on this machine, in the weights folder or the Hugging Face cache
+    (~/.cache/huggingface), or None. Needs no network."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if is_complete_checkpoint(download_folder(repo_id)):
+        return download_folder(repo_id)
+    try:
+        cached = Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=FILES_NEEDED, local_files_only=True))
+    except LocalEntryNotFoundError:  # not in the cache
+        return None
+    return cached if is_complete_checkpoint(cached) else None
+
+
+def is_complete_checkpoint(folder: Path) -> bool:
     """True when `folder` has a config.json and its safetensors weights, single or with every shard of the index."""
     if not (folder / "config.json").is_file():
         return False
@@ -101,29 +119,21 @@ def _is_complete(folder: Path) -> bool:
     if not index.is_file():
         return False
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError):
+        shards = set(read_shard_index(index).values())
+    except CheckpointError:
         return False
-    if (
-        not isinstance(weight_map, dict)
-        or not weight_map
-        or not all(isinstance(shard, str) for shard in weight_map.values())
-    ):
-        return False  # an index that lists no shards, or not as {tensor name: shard file}, describes no usable weights
-    return all((folder / shard).is_file() for shard in set(weight_map.values()))
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return bool(shards) and all((folder / shard).is_file() for shard in shards)
 
 
 def _download_failure(repo_id: str, error: Exception) -> str:
-    kind = type(error).__name__
-    if kind in ("RepositoryNotFoundError", "GatedRepoError"):
-        return f"{repo_id} is not a model repository the Hugging Face Hub will serve; check the name or pass a local folder."
-    if kind == "RevisionNotFoundError":
+    if isinstance(error, (RepositoryNotFoundError, GatedRepoError)):
+        return (
+            f"{repo_id} is not a model repository the Hugging Face Hub will serve; "
+            "check the name or pass a local folder."
+        )
+    if isinstance(error, RevisionNotFoundError):
         return f"{repo_id} has no such revision on the Hugging Face Hub."
     return (
-        f"could not download {repo_id} from the Hugging Face Hub ({kind}); "
+        f"could not download {repo_id} from the Hugging Face Hub ({type(error).__name__}); "
         "check the network connection, or pass a local checkpoint folder with --model."
     )

@@ -5,39 +5,10 @@ temperature, top-k and top-p, and finally a draw from the softmax of what is lef
 returns float32 logits [B, vocab]; a removed token gets -inf, so its probability is exactly 0.
 """
 
-import math
-
 import numpy as np
 
-from .errors import InputError
-
-
-def check_settings(max_new_tokens, min_new_tokens, temperature, top_k, top_p, repetition_penalty):
-    """Refuse settings that have no meaning, in one sentence each."""
-    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-        raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
-    if not isinstance(min_new_tokens, (int, np.integer)) or not 0 <= min_new_tokens <= max_new_tokens:
-        raise InputError(
-            f"min_new_tokens must be an integer between 0 and max_new_tokens ({max_new_tokens}), got {min_new_tokens!r}."
-        )
-    if not _is_number(temperature) or not temperature > 0 or math.isinf(temperature):
-        raise InputError(f"temperature must be a number greater than 0, got {temperature!r}.")
-    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 0):
-        raise InputError(f"top_k must be a non-negative integer (0 or None disables it), got {top_k!r}.")
-    if top_p is not None and (not _is_number(top_p) or not 0 < top_p <= 1):
-        raise InputError(f"top_p must be in (0, 1], got {top_p!r}.")
-    if not _is_number(repetition_penalty) or not repetition_penalty > 0 or math.isinf(repetition_penalty):
-        raise InputError(
-            f"repetition_penalty must be a number greater than 0 (1.0 disables it), got {repetition_penalty!r}."
-        )
-
-
-def _is_number(value) -> bool:
-    return (
-        isinstance(value, (int, float, np.integer, np.floating))
-        and not isinstance(value, bool)
-        and not math.isnan(value)
-    )
+from .layers import softmax
+from .settings import GenerationSettings
 
 
 def apply_repetition_penalty(logits, seen_tokens, penalty: float):
@@ -79,11 +50,6 @@ def top_p_filter(logits, p: float):
     return np.where(logits < threshold, -np.inf, logits)
 
 
-def softmax(logits):
-    exps = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return exps / exps.sum(axis=-1, keepdims=True)
-
-
 def sample(logits, uniforms):
     """Draw one token per row with probability softmax(logits), by inverting the cumulative distribution.
 
@@ -96,21 +62,21 @@ def sample(logits, uniforms):
     return np.minimum(chosen, logits.shape[-1] - 1)
 
 
-def process_logits(logits, seen_tokens, new_tokens: int, settings: dict):
+def process_logits(logits, seen_tokens, new_tokens: int, settings: GenerationSettings):
     """Apply the processors transformers would for these settings.  logits: float32 [B, V] -> [B, V]
 
     seen_tokens: bool [B, V] marks the tokens already in each row (prompt and generated), for the repetition penalty;
     new_tokens: how many tokens were generated before this step, for min_new_tokens.
     """
-    if settings["repetition_penalty"] != 1.0:
-        logits = apply_repetition_penalty(logits, seen_tokens, float(settings["repetition_penalty"]))
-    if settings["eos_token_id"] is not None and new_tokens < settings["min_new_tokens"]:
-        logits = suppress_token(logits, settings["eos_token_id"])
-    if settings["do_sample"]:
-        if settings["temperature"] != 1.0:
-            logits = logits / float(settings["temperature"])
-        if settings["top_k"]:
-            logits = top_k_filter(logits, int(settings["top_k"]))
-        if settings["top_p"] is not None and settings["top_p"] < 1.0:
-            logits = top_p_filter(logits, float(settings["top_p"]))
+    if settings.repetition_penalty != 1.0:
+        logits = apply_repetition_penalty(logits, seen_tokens, float(settings.repetition_penalty))
+    if settings.eos_token_id is not None and new_tokens < settings.min_new_tokens:
+        logits = suppress_token(logits, settings.eos_token_id)
+    if settings.do_sample:
+        if settings.temperature != 1.0:
+            logits = logits / float(settings.temperature)
+        if settings.top_k:
+            logits = top_k_filter(logits, int(settings.top_k))
+        if settings.top_p is not None and settings.top_p < 1.0:
+            logits = top_p_filter(logits, float(settings.top_p))
     return logits

@@ -4,8 +4,9 @@ Prefill multiplies matrices by matrices ([T, D] @ [D, F]): compute-bound, so it 
 multiplies one row by each weight matrix ([1, D] @ [D, F]): memory-bound, and whether more threads help depends
 on the machine and on what else runs on it. Measured on a 2-core machine: on an idle machine two threads read
 the weights 1.5x faster than one (11.4 vs 7.7 GB/s), while next to another busy process two threads made the same
-product 30x slower than one (spinning threads fight for the cores). So the decode count is not guessed: the first
-decode step times a pass over the model's own MLP weights with each candidate count and keeps the fastest.
+product 30x slower than one (spinning threads fight for the cores). So the decode count is not guessed: before its
+first decode step, generation calls NeoModel.measure_decode_threads, which times a pass over the model's own MLP
+weights with each candidate count and keeps the fastest.
 `python benchmarks/threads.py` shows the same measurement in a table.
 """
 
@@ -29,7 +30,7 @@ def available_cores() -> int:
 @dataclass(frozen=True)
 class ThreadPlan:
     prefill: int  # BLAS threads for matrix-matrix work (prompts)
-    decode: int = None  # BLAS threads for matrix-vector work (decode steps); None: measure on first use
+    decode: int = None  # BLAS threads for matrix-vector work (decode steps); None: NeoModel measures it once
 
     @classmethod
     def choose(cls, threads=None) -> "ThreadPlan":
@@ -42,14 +43,9 @@ class ThreadPlan:
             raise InputError(f"threads must be at least 1, got {threads}.")
         return cls(int(threads), int(threads))
 
-    def for_rows(self, rows: int) -> int:
-        return self.decode if rows <= MATRIX_VECTOR_ROWS else self.prefill
-
-    def with_measured_decode(self, matrices) -> "ThreadPlan":
-        """This plan with the decode count that multiplies a row by `matrices` fastest, if it was not set."""
-        if self.decode is not None:
-            return self
-        return replace(self, decode=fastest_matrix_vector_threads(matrices, self.prefill))
+    def with_decode(self, count: int) -> "ThreadPlan":
+        """This plan with `count` BLAS threads for decode steps."""
+        return replace(self, decode=count)
 
 
 def fastest_matrix_vector_threads(matrices, most: int, passes: int = 3) -> int:

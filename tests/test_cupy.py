@@ -33,7 +33,7 @@ def gpu_models(checkpoint_dirs):
 
 
 def reference_logits(torch_model, ids, mask):
-    from neo_numpy.cache import positions_from_mask
+    from neo_numpy.inputs import positions_from_mask
 
     with torch.no_grad():
         return torch_model(

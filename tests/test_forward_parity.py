@@ -19,7 +19,7 @@ from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 import neo_numpy
 from neo_numpy.config import NeoConfig, expand_attention_types
-from neo_numpy.model import positions_from_mask
+from neo_numpy.inputs import positions_from_mask
 
 TOLERANCE = 1e-5
 SEQUENCE = 64  # longer than every local window in CONFIGS
@@ -169,7 +169,7 @@ def test_absent_lm_head_is_tied_to_wte(checkpoint_dirs, neo_models):
         names = set(file.keys())
     assert "transformer.wte.weight" in names and "lm_head.weight" not in names
     weights = neo_models["alternating"].weights
-    assert weights.lm_head is weights.wte
+    assert weights.lm_head_weight is weights.wte
 
 
 def test_separate_lm_head_is_used(tmp_path):
@@ -184,7 +184,7 @@ def test_separate_lm_head_is_used(tmp_path):
     with safe_open(str(folder / "model.safetensors"), framework="np") as file:
         assert "lm_head.weight" in set(file.keys())
     neo = logits_of(folder, model, random_ids(1, 16, seed=8), "separate lm_head")
-    assert neo.weights.lm_head is not neo.weights.wte
+    assert neo.weights.lm_head_weight is not neo.weights.wte
 
 
 def test_old_attention_mask_buffers_are_skipped(torch_models, checkpoint_dirs, tmp_path):

@@ -10,8 +10,7 @@ from pathlib import Path
 import huggingface_hub
 import huggingface_hub.constants
 import pytest
-import requests
-from huggingface_hub.errors import LocalEntryNotFoundError
+from huggingface_hub.errors import HTTPError, LocalEntryNotFoundError
 from huggingface_hub.utils import filter_repo_objects
 
 from neo_numpy import ModelNotFoundError, hub
@@ -51,12 +50,17 @@ class FakeSnapshotDownload:
 
 @pytest.fixture
 def weights(tmp_path, monkeypatch):
-    """An empty weights folder, set as $NEO_NUMPY_WEIGHTS; the network is 'up' (HF_HUB_OFFLINE=0) unless a test says."""
+    """An empty weights folder, set as $NEO_NUMPY_WEIGHTS; the network is 'up' (not offline) unless a test says."""
     folder = tmp_path / "weights"
     folder.mkdir()
     monkeypatch.setenv("NEO_NUMPY_WEIGHTS", str(folder))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    offline(monkeypatch, False)
     return folder
+
+
+def offline(monkeypatch, value: bool):
+    """HF_HUB_OFFLINE as huggingface_hub read it from the environment at import."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", value)
 
 
 def install(monkeypatch, fake):
@@ -169,7 +173,7 @@ def test_weights_dir_follows_environment(tmp_path, monkeypatch):
 
 def test_hf_cache_copy_is_used(weights, tmp_path, monkeypatch):
     """A copy in the Hugging Face cache (found with local_files_only=True) needs no download, even offline."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline(monkeypatch, True)
     # the real snapshot_download, on a cache laid out by hand the way huggingface_hub lays it out
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     storage = tmp_path / "hf-cache" / "models--EleutherAI--gpt-neo-125m"
@@ -181,7 +185,7 @@ def test_hf_cache_copy_is_used(weights, tmp_path, monkeypatch):
 
 
 def test_incomplete_hf_cache_copy_is_not_used(weights, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline(monkeypatch, True)
     cached = complete_folder(tmp_path / "cache-snapshot", ("config.json",))  # no weights
     fake = install(monkeypatch, FakeSnapshotDownload(cache=cached))
     with pytest.raises(ModelNotFoundError):
@@ -192,9 +196,8 @@ def test_incomplete_hf_cache_copy_is_not_used(weights, tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------- offline and failures
 
 
-@pytest.mark.parametrize("value", ["1", "true", "ON"])
-def test_offline_without_local_copy(weights, monkeypatch, value):
-    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+def test_offline_without_local_copy(weights, monkeypatch):
+    offline(monkeypatch, True)
     fake = install(monkeypatch, FakeSnapshotDownload())
     with pytest.raises(ModelNotFoundError) as error:
         resolve_model_dir("125M")
@@ -209,11 +212,11 @@ def test_offline_without_local_copy(weights, monkeypatch, value):
 @pytest.mark.parametrize(
     "failure",
     [
-        requests.exceptions.ConnectionError("Failed to establish a new connection"),
+        HTTPError("Failed to establish a new connection"),
         OSError("Network is unreachable"),
         LocalEntryNotFoundError("cannot reach the Hub and the files are not cached"),  # what hf_hub raises offline
     ],
-    ids=["requests-ConnectionError", "OSError", "LocalEntryNotFoundError"],
+    ids=["HTTPError", "OSError", "LocalEntryNotFoundError"],
 )
 def test_download_failure(weights, monkeypatch, failure):
     fake = install(monkeypatch, FakeSnapshotDownload(download=failure))
@@ -241,7 +244,7 @@ def sharded_folder(folder, present):
 
 
 def test_sharded_folder_is_complete_only_with_every_shard(weights, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline(monkeypatch, True)
     fake = install(monkeypatch, FakeSnapshotDownload())
     folder = sharded_folder(weights / "gpt-neo-1.3B", present=1)
     with pytest.raises(ModelNotFoundError):
@@ -263,7 +266,7 @@ def test_missing_shard_is_downloaded_into_the_same_folder(weights, monkeypatch):
     ["{ not json", "[]", '{"metadata": {}}', '{"weight_map": []}', '{"weight_map": {}}', '{"weight_map": {"a": null}}'],
 )
 def test_unreadable_index_is_not_complete(weights, monkeypatch, index_text):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline(monkeypatch, True)
     install(monkeypatch, FakeSnapshotDownload())
     folder = complete_folder(weights / "gpt-neo-2.7B", ("config.json",))
     (folder / "model.safetensors.index.json").write_text(index_text)
@@ -272,7 +275,7 @@ def test_unreadable_index_is_not_complete(weights, monkeypatch, index_text):
 
 
 def test_folder_without_config_is_not_complete(weights, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline(monkeypatch, True)
     install(monkeypatch, FakeSnapshotDownload())
     complete_folder(weights / "gpt-neo-125m", ("model.safetensors",))
     with pytest.raises(ModelNotFoundError):
@@ -311,7 +314,7 @@ def test_download_arguments(weights, monkeypatch):
     fake = install(monkeypatch, FakeSnapshotDownload())
     folder = resolve_model_dir("125M")
     assert folder == weights / "gpt-neo-125m"
-    assert hub._is_complete(folder)
+    assert hub.is_complete_checkpoint(folder)
     (download,) = fake.downloads
     assert download["repo_id"] == REPO_125M
     assert Path(download["local_dir"]) == weights / "gpt-neo-125m"
@@ -343,7 +346,7 @@ def test_second_resolve_uses_the_downloaded_copy(weights, monkeypatch):
     fake = install(monkeypatch, FakeSnapshotDownload())
     first = resolve_model_dir("125M")
     count = len(fake.calls)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline(monkeypatch, True)
     assert resolve_model_dir("125m") == first
     assert len(fake.calls) == count
 

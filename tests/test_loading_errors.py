@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -14,30 +15,17 @@ from neo_numpy import CheckpointError, InputError, ModelNotFoundError
 SOURCE = "all_global"  # the smallest test checkpoint (2 layers, hidden 60)
 
 
+@contextmanager
 def expect_error(exception_class, *needles):
-    """Context manager: the exact exception class, and every needle (a file, tensor or value) in its message."""
-    return _ExpectError(exception_class, needles)
-
-
-class _ExpectError:
-    def __init__(self, exception_class, needles):
-        self.exception_class, self.needles = exception_class, [str(needle) for needle in needles]
-        self.message = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        assert error is not None, f"expected {self.exception_class.__name__}, but nothing was raised"
-        assert type(error) is self.exception_class, (
-            f"expected {self.exception_class.__name__}, got {kind.__name__}: {error}"
-        )
-        self.message = str(error)
-        print(f"\n[{kind.__name__}] {self.message}")
-        for needle in self.needles:
-            assert needle in self.message, f"{needle!r} is not named in: {self.message}"
-        assert "\n" not in self.message.strip(), f"message is not one line: {self.message!r}"
-        return True
+    """pytest.raises for exactly `exception_class`, whose one-line message names every needle (file, tensor, value)."""
+    with pytest.raises(exception_class) as caught:
+        yield caught
+    message = str(caught.value)
+    print(f"\n[{type(caught.value).__name__}] {message}")
+    assert type(caught.value) is exception_class, f"expected {exception_class.__name__}, got {caught.type.__name__}"
+    for needle in needles:
+        assert str(needle) in message, f"{needle!r} is not named in: {message}"
+    assert "\n" not in message.strip(), f"message is not one line: {message!r}"
 
 
 @pytest.fixture

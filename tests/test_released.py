@@ -46,16 +46,9 @@ THE_DOG_GREEDY_1_3B = [
 def local_checkpoint(repo_id: str) -> Path:
     """The released checkpoint's folder if it is present locally (weights dir or HF cache); skips the test otherwise."""
     folder_name = repo_id.split("/")[-1]
-    candidates = [hub.weights_dir() / folder_name]
-    try:
-        from huggingface_hub import snapshot_download
-
-        candidates.append(Path(snapshot_download(repo_id, allow_patterns=hub.FILES_NEEDED, local_files_only=True)))
-    except Exception:  # not in the cache (or no huggingface_hub): nothing more to look at
-        pass
-    for folder in candidates:
-        if hub._is_complete(folder):
-            return folder
+    folder = hub.find_local_copy(repo_id)
+    if folder is not None:
+        return folder
     short = {"gpt-neo-125m": "125M", "gpt-neo-1.3B": "1.3B", "gpt-neo-2.7B": "2.7B"}[folder_name]
     pytest.skip(
         f"released {repo_id} is not present locally (download it with: python -m neo_numpy download {short}, "
@@ -93,7 +86,8 @@ def test_125m_logits_match_transformers(folder_125m):
     ours = neo.forward(ids)
     relative = relative_error(ours, reference)
     print(
-        f"\n[parity] released 125M, {ids.shape[1]} tokens: max abs {np.abs(ours - reference).max():.3e}, rel {relative:.3e}"
+        f"\n[parity] released 125M, {ids.shape[1]} tokens: "
+        f"max abs {np.abs(ours - reference).max():.3e}, rel {relative:.3e}"
     )
     assert relative < 1e-5
     assert np.array_equal(ours.argmax(-1), reference.argmax(-1))

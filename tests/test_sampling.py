@@ -17,6 +17,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from neo_numpy import GenerationSettings
 from neo_numpy.sampling import process_logits, sample
 
 VOCAB = 50257
@@ -27,7 +28,7 @@ BATCH = 4
 def settings_for(
     do_sample=True, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0, min_new_tokens=0, eos_token_id=EOS
 ):
-    return dict(
+    return GenerationSettings(
         do_sample=do_sample,
         temperature=temperature,
         top_k=top_k,
@@ -41,19 +42,17 @@ def settings_for(
 def transformers_chain(settings, prompt_length):
     """The processors transformers' generate() would build for these settings, in its order."""
     chain = LogitsProcessorList()
-    if settings["repetition_penalty"] != 1.0:
-        chain.append(RepetitionPenaltyLogitsProcessor(settings["repetition_penalty"]))
-    if settings["eos_token_id"] is not None and settings["min_new_tokens"] > 0:
-        chain.append(
-            MinNewTokensLengthLogitsProcessor(prompt_length, settings["min_new_tokens"], settings["eos_token_id"])
-        )
-    if settings["do_sample"]:
-        if settings["temperature"] != 1.0:
-            chain.append(TemperatureLogitsWarper(settings["temperature"]))
-        if settings["top_k"]:
-            chain.append(TopKLogitsWarper(settings["top_k"]))
-        if settings["top_p"] < 1.0:
-            chain.append(TopPLogitsWarper(settings["top_p"]))
+    if settings.repetition_penalty != 1.0:
+        chain.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+    if settings.eos_token_id is not None and settings.min_new_tokens > 0:
+        chain.append(MinNewTokensLengthLogitsProcessor(prompt_length, settings.min_new_tokens, settings.eos_token_id))
+    if settings.do_sample:
+        if settings.temperature != 1.0:
+            chain.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k:
+            chain.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p < 1.0:
+            chain.append(TopPLogitsWarper(settings.top_p))
     return chain
 
 

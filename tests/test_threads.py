@@ -19,16 +19,27 @@ def test_default_plan_uses_every_core_for_prefill_and_measures_decode():
 def test_measured_decode_count_is_a_candidate_and_kept():
     matrices = [np.ones((64, 32), np.float32) for _ in range(3)]
     assert fastest_matrix_vector_threads(matrices, 4) in (1, 2, 4)
-    assert ThreadPlan(4, 2).with_measured_decode(matrices) == ThreadPlan(4, 2)  # a set count is never replaced
+    assert ThreadPlan(4, None).with_decode(2) == ThreadPlan(4, 2)
 
 
-def test_first_decode_step_fixes_the_decode_count(checkpoint_dirs):
+def test_decode_count_is_measured_once_before_decoding(checkpoint_dirs):
     model = neo_numpy.load_model(checkpoint_dirs["alternating"])
+    candidates = {1, max(1, available_cores() // 2), available_cores()}
     assert model.threads.decode is None
     model.forward(np.arange(20)[None])  # a prompt is matrix-matrix work: nothing measured
     assert model.threads.decode is None
-    model.generate(np.arange(5)[None], max_new_tokens=2)
-    assert model.threads.decode in {1, max(1, available_cores() // 2), available_cores()}
+    model.generate(np.arange(5)[None], max_new_tokens=1)  # one token: no decode step, nothing measured
+    assert model.threads.decode is None
+    model.generate(np.arange(5)[None], max_new_tokens=2)  # generation measures before its first decode step
+    assert model.threads.decode in candidates
+    assert model.measure_decode_threads() in candidates  # the same step, called on its own
+
+
+def test_a_fixed_decode_count_is_never_measured(checkpoint_dirs, monkeypatch):
+    model = neo_numpy.load_model(checkpoint_dirs["alternating"], threads=1)
+    monkeypatch.setattr(model, "measure_decode_threads", lambda: pytest.fail("measured a fixed count"))
+    model.generate(np.arange(5)[None], max_new_tokens=3)
+    assert model.threads == ThreadPlan(1, 1)
 
 
 def test_thread_counts_do_not_change_results(checkpoint_dirs):

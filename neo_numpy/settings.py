@@ -1,0 +1,86 @@
+"""How to generate: one frozen `GenerationSettings`, checked once when it is built.
+
+`model.generate(ids, max_new_tokens=20, do_sample=True, ...)` takes transformers' keyword names and defaults;
+`GenerationSettings.for_model(config, **those keywords)` turns them into one of these, filling in the model's own
+end-of-text id when `eos_token_id` is not given. Everything downstream (the decode loop, the logits processors,
+the command line) reads this object and never checks a value again.
+"""
+
+import math
+from dataclasses import dataclass, fields
+from typing import Optional
+
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 20  # generate at most this many tokens
+    min_new_tokens: int = 0  # hold the end-of-text token back until this many have been generated
+    do_sample: bool = False  # False: greedy (argmax); True: draw from the filtered distribution
+    temperature: float = 1.0  # logits are divided by this before sampling
+    top_k: Optional[int] = 50  # sample among the k most likely tokens; 0 or None disables (used only when sampling)
+    top_p: Optional[float] = 1.0  # nucleus sampling: the smallest set of tokens with probability >= top_p
+    repetition_penalty: float = 1.0  # CTRL's penalty on tokens already in the text; 1.0 disables
+    eos_token_id: Optional[int] = None  # generation stops at this token; None never stops
+    seed: Optional[int] = None  # seeds the sampler; None draws fresh randomness
+
+    @classmethod
+    def for_model(cls, config, **settings) -> "GenerationSettings":
+        """Settings from transformers-style keywords; `eos_token_id` defaults to the model's own (50256)."""
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise InputError(f"generation has no setting {unknown[0]!r}; the settings are {', '.join(sorted(known))}.")
+        settings.setdefault("eos_token_id", config.eos_token_id)
+        chosen = cls(**settings)
+        chosen.check_vocabulary(config.vocab_size)
+        return chosen
+
+    def __post_init__(self):
+        """Refuse settings that have no meaning, in one sentence each."""
+        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
+        if not _is_int(self.min_new_tokens) or not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise InputError(
+                f"min_new_tokens must be an integer from 0 to max_new_tokens ({self.max_new_tokens}), "
+                f"got {self.min_new_tokens!r}."
+            )
+        if not isinstance(self.do_sample, (bool, np.bool_)):
+            raise InputError(f"do_sample must be True or False, got {self.do_sample!r}.")
+        if not _is_positive_number(self.temperature):
+            raise InputError(f"temperature must be a number greater than 0, got {self.temperature!r}.")
+        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 0):
+            raise InputError(f"top_k must be a non-negative integer (0 or None disables it), got {self.top_k!r}.")
+        if self.top_p is not None and (not _is_number(self.top_p) or not 0 < self.top_p <= 1):
+            raise InputError(f"top_p must be in (0, 1], got {self.top_p!r}.")
+        if not _is_positive_number(self.repetition_penalty):
+            raise InputError(
+                "repetition_penalty must be a number greater than 0 (1.0 disables it), "
+                f"got {self.repetition_penalty!r}."
+            )
+        if self.eos_token_id is not None and (not _is_int(self.eos_token_id) or self.eos_token_id < 0):
+            raise InputError(f"eos_token_id must be a token id or None, got {self.eos_token_id!r}.")
+        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
+            raise InputError(f"seed must be a non-negative integer or None, got {self.seed!r}.")
+
+    def check_vocabulary(self, vocab_size: int) -> None:
+        """The end-of-text id must be a token of the model (0 .. vocab_size - 1)."""
+        if self.eos_token_id is not None and self.eos_token_id >= vocab_size:
+            raise InputError(
+                f"eos_token_id {self.eos_token_id} is outside the model's vocabulary (0 .. {vocab_size - 1})."
+            )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value) -> bool:
+    return (_is_int(value) or isinstance(value, (float, np.floating))) and not math.isnan(value)
+
+
+def _is_positive_number(value) -> bool:
+    return _is_number(value) and 0 < value < math.inf
