@@ -1,13 +1,23 @@
 """GPT-Neo's hyper-parameters, parsed from a checkpoint's config.json."""
 
-import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError
+from .untrusted_json import is_int, is_number, parse_json, quoted
 
 SUPPORTED_ACTIVATIONS = ("gelu_new",)
 ATTENTION_KINDS = ("global", "local")
+UPPER_LIMITS = {  # every count in config.json, bounded far above GPT-Neo 2.7B (vocab 50257, 2048 positions, ...)
+    "vocab_size": 1 << 24,
+    "max_position_embeddings": 1 << 20,
+    "hidden_size": 1 << 16,
+    "num_layers": 1024,
+    "num_heads": 1 << 16,
+    "intermediate_size": 1 << 18,
+    "window_size": 1 << 20,
+}
 
 
 @dataclass(frozen=True)
@@ -38,77 +48,120 @@ class NeoConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> "NeoConfig":
-        """Validate a config.json dictionary and expand its attention_types into one kind per layer."""
+        """Validate a config.json dictionary, value by value and by type, then expand attention_types per layer.
+
+        Every size is bounded before anything is built from it, so a hostile config cannot make loading allocate
+        without limit: counts are checked against UPPER_LIMITS and attention_types' total before it is expanded.
+        """
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{source} holds a JSON {type(raw).__name__}, not the object a config.json must be.")
         model_type = raw.get("model_type")
         if model_type != "gpt_neo":
-            raise CheckpointError(f"{source} describes model_type {model_type!r}, but neo_numpy only runs 'gpt_neo'.")
-        activation = raw.get("activation_function", "gelu_new")
-        if activation not in SUPPORTED_ACTIVATIONS:
             raise CheckpointError(
-                f"{source} asks for activation_function {activation!r}, but neo_numpy only implements 'gelu_new'."
+                f"{source} describes model_type {quoted(model_type)}, but neo_numpy only runs 'gpt_neo'."
             )
-        try:
-            hidden_size = int(raw["hidden_size"])
-            num_layers = int(raw["num_layers"])
-            num_heads = int(raw["num_heads"])
-            attention_layers = expand_attention_types(raw["attention_types"])
-            config = cls(
-                vocab_size=int(raw["vocab_size"]),
-                max_position_embeddings=int(raw["max_position_embeddings"]),
-                hidden_size=hidden_size,
-                num_layers=num_layers,
-                num_heads=num_heads,
-                intermediate_size=int(raw.get("intermediate_size") or 4 * hidden_size),
-                window_size=int(raw["window_size"]),
-                attention_layers=attention_layers,
-                layer_norm_epsilon=float(raw.get("layer_norm_epsilon", 1e-5)),
-                activation_function=activation,
-                bos_token_id=_single_token_id(raw.get("bos_token_id", 50256)),
-                eos_token_id=_single_token_id(raw.get("eos_token_id", 50256)),
+        activation = raw.get("activation_function", "gelu_new")
+        if not isinstance(activation, str) or activation not in SUPPORTED_ACTIVATIONS:
+            raise CheckpointError(
+                f"{source} asks for activation_function {quoted(activation)}, but neo_numpy only implements 'gelu_new'."
             )
-        except KeyError as missing:
-            raise CheckpointError(f"{source} has no {missing.args[0]!r} entry, which GPT-Neo needs.") from None
-        except (TypeError, ValueError) as bad:
-            raise CheckpointError(f"{source} has a malformed value: {bad}.") from None
-        config._check(source)
-        return config
+        sizes = {name: _count(raw, name, source) for name in UPPER_LIMITS if name != "intermediate_size"}
+        if raw.get("intermediate_size") is None:  # null (or absent) means 4 * hidden_size
+            sizes["intermediate_size"] = 4 * sizes["hidden_size"]
+        else:
+            sizes["intermediate_size"] = _count(raw, "intermediate_size", source)
+        if sizes["hidden_size"] % sizes["num_heads"]:
+            raise CheckpointError(
+                f"{source}: hidden_size {sizes['hidden_size']} is not divisible by num_heads {sizes['num_heads']}."
+            )
+        attention_types = _required(raw, "attention_types", source)
+        _check_attention_types(attention_types, sizes["num_layers"], source)
+        return cls(
+            **sizes,
+            attention_layers=expand_attention_types(attention_types),
+            layer_norm_epsilon=_epsilon(raw.get("layer_norm_epsilon", 1e-5), source),
+            activation_function=activation,
+            bos_token_id=_token_id(raw, "bos_token_id", sizes["vocab_size"], source),
+            eos_token_id=_token_id(raw, "eos_token_id", sizes["vocab_size"], source),
+        )
 
     @classmethod
     def from_file(cls, path) -> "NeoConfig":
         path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path} does not exist: a GPT-Neo checkpoint folder needs a config.json.")
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise CheckpointError(f"{path} could not be read as JSON ({error}).") from None
-        if not isinstance(raw, dict):
-            raise CheckpointError(f"{path} holds a JSON {type(raw).__name__}, not the object a config.json must be.")
-        return cls.from_dict(raw, source=str(path))
+            exists = path.is_file()
+            text = path.read_bytes() if exists else None
+        except OSError as error:  # an unreadable folder makes even is_file() fail
+            raise CheckpointError(f"{path} could not be read ({error.strerror or error}).") from None
+        if not exists:
+            raise CheckpointError(f"{path} does not exist: a GPT-Neo checkpoint folder needs a config.json.")
+        return cls.from_dict(parse_json(text, str(path)), source=str(path))
 
-    def _check(self, source: str) -> None:
-        for name in (
-            "vocab_size",
-            "max_position_embeddings",
-            "hidden_size",
-            "num_layers",
-            "num_heads",
-            "intermediate_size",
-            "window_size",
+
+def _required(raw: dict, name: str, source: str):
+    if name not in raw:
+        raise CheckpointError(f"{source} has no {name!r} entry, which GPT-Neo needs.")
+    return raw[name]
+
+
+def _count(raw: dict, name: str, source: str) -> int:
+    """A positive int no larger than UPPER_LIMITS[name] (a bool or a float such as 32.7 is refused, not truncated)."""
+    value = _required(raw, name, source)
+    if not is_int(value) or value <= 0:
+        raise CheckpointError(f"{source}: {name} must be a positive integer, got {quoted(value)}.")
+    if value > UPPER_LIMITS[name]:
+        raise CheckpointError(f"{source}: {name} is {quoted(value)}, beyond the limit of {UPPER_LIMITS[name]}.")
+    return int(value)
+
+
+def _epsilon(value, source: str) -> float:
+    if not is_number(value) or not 0 < value < math.inf:  # NaN fails both comparisons
+        raise CheckpointError(f"{source}: layer_norm_epsilon must be a finite number above 0, got {quoted(value)}.")
+    return float(value)
+
+
+def _token_id(raw: dict, name: str, vocab_size: int, source: str) -> int:
+    """bos/eos: an id in [0, vocab_size); config.json may hold a list of ids, of which the first is used."""
+    value = raw.get(name, 50256)
+    ids = value if isinstance(value, list) else [value]
+    if not ids or not all(is_int(i) and 0 <= i < vocab_size for i in ids):
+        raise CheckpointError(
+            f"{source}: {name} must be a token id from 0 to {vocab_size - 1} (or a list of them), got {quoted(value)}."
+        )
+    return int(ids[0])
+
+
+def _check_attention_types(attention_types, num_layers: int, source: str) -> None:
+    """attention_types is [[kinds, repeats], ...] with known kinds, and expands to exactly num_layers layers.
+
+    The total is computed before anything is expanded, so [[["global"], 10**9]] is refused at once.
+    """
+    example = "like [[['global', 'local'], 6]]"
+    if not isinstance(attention_types, list) or not attention_types:
+        raise CheckpointError(
+            f"{source}: attention_types is malformed: it must be a list of [kinds, repeats], {example}."
+        )
+    total = 0
+    for item in attention_types:
+        if not (
+            isinstance(item, list) and len(item) == 2 and isinstance(item[0], list) and item[0] and is_int(item[1])
         ):
-            if getattr(self, name) <= 0:  # checked first: num_heads 0 would otherwise divide by zero below
-                raise CheckpointError(f"{source}: {name} must be positive, got {getattr(self, name)}.")
-        if self.hidden_size % self.num_heads:
             raise CheckpointError(
-                f"{source}: hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}."
+                f"{source}: attention_types item {quoted(item)} is malformed: it must be [kinds, repeats], {example}."
             )
-        if len(self.attention_layers) != self.num_layers:
-            raise CheckpointError(
-                f"{source}: attention_types expands to {len(self.attention_layers)} layers but num_layers is {self.num_layers}."
-            )
-        unknown = sorted(set(self.attention_layers) - set(ATTENTION_KINDS))
+        kinds, repeats = item
+        unknown = [kind for kind in kinds if kind not in ATTENTION_KINDS]
         if unknown:
-            raise CheckpointError(f"{source}: attention_types names {unknown}, but only 'global' and 'local' exist.")
+            raise CheckpointError(
+                f"{source}: attention_types names {quoted(unknown)}, but only 'global' and 'local' exist."
+            )
+        if repeats < 0:
+            raise CheckpointError(f"{source}: attention_types item {quoted(item)} repeats a negative number of times.")
+        total += len(kinds) * repeats
+    if total != num_layers:
+        raise CheckpointError(
+            f"{source}: attention_types expands to {quoted(total)} layers but num_layers is {num_layers}."
+        )
 
 
 def expand_attention_types(attention_types) -> tuple:
@@ -117,16 +170,4 @@ def expand_attention_types(attention_types) -> tuple:
     Each item is [pattern, repeats]: the pattern is written out `repeats` times, items in order,
     so local-first or mixed layouts come out exactly as the config says.
     """
-    layers = []
-    for pattern, repeats in attention_types:
-        if isinstance(pattern, str):  # [["global", 2]] would otherwise expand letter by letter
-            raise ValueError(
-                f"attention_types item [{pattern!r}, {repeats!r}] needs a list of kinds, like [[{pattern!r}], {repeats!r}]"
-            )
-        layers.extend(list(pattern) * int(repeats))
-    return tuple(layers)
-
-
-def _single_token_id(value) -> int:
-    """config.json may hold a list of ids; GPT-Neo's files hold one."""
-    return int(value[0]) if isinstance(value, (list, tuple)) else int(value)
+    return tuple(kind for pattern, repeats in attention_types for _ in range(repeats) for kind in pattern)
