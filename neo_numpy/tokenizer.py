@@ -11,6 +11,7 @@ import numpy as np
 
 from .errors import CheckpointError, InputError
 from .hub import DEFAULT_MODEL, resolve_model_dir
+from .untrusted_json import is_int, quoted
 
 END_OF_TEXT = "<|endoftext|>"
 
@@ -24,13 +25,21 @@ class NeoTokenizer:
         self.vocab_size = tokenizer.get_vocab_size()
 
     def encode(self, text: str) -> list:
-        return self._tokenizer.encode(text, add_special_tokens=False).ids
+        return self._tokenizer.encode(checked_text(text), add_special_tokens=False).ids
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        ids = list(ids)
+        outside = [i for i in ids if not is_int(i) or not 0 <= i < self.vocab_size]
+        if outside:
+            raise InputError(
+                f"token id {quoted(outside[0])} is not an id of this tokenizer (0 .. {self.vocab_size - 1})."
+            )
         return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
     def encode_batch(self, texts):
         """Left-pad several prompts into (input_ids int64 [B, T], attention_mask int64 [B, T]), padding with EOS."""
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or not texts:
+            raise InputError(f"encode_batch takes a non-empty list of prompts, got {quoted(texts)}.")
         rows = [self.encode(text) for text in texts]
         if not all(rows):
             raise InputError("every prompt must contain at least one token; an empty prompt was given.")
@@ -43,16 +52,53 @@ class NeoTokenizer:
             mask[i, width - len(row) :] = 1
         return ids, mask
 
+    def check_fits(self, config, source) -> None:
+        """Refuse a tokenizer that can produce an id the model has no embedding for, or lacks the model's EOS."""
+        largest = max(self._tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
+        if largest >= config.vocab_size:
+            raise CheckpointError(
+                f"the tokenizer in {source} produces token ids up to {largest}, "
+                f"but the model's vocabulary ends at {config.vocab_size - 1}."
+            )
+        if self._tokenizer.id_to_token(config.eos_token_id) is None:
+            raise CheckpointError(
+                f"the tokenizer in {source} has no token for the model's end-of-text id {config.eos_token_id}."
+            )
+
+
+def checked_text(text) -> str:
+    """`text` itself when it is a str that UTF-8 can encode (a lone surrogate from a mis-decoded argv cannot)."""
+    if not isinstance(text, str):
+        raise InputError(f"the prompt must be a string, got {type(text).__name__}.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InputError(
+            f"the prompt is not valid UTF-8 text (character {error.start} cannot be encoded); pass the text in UTF-8."
+        ) from None
+    return text
+
 
 def load_tokenizer(name_or_path=DEFAULT_MODEL) -> NeoTokenizer:
     """The tokenizer of a checkpoint: its tokenizer.json, or vocab.json + merges.txt (the files EleutherAI ships)."""
     return tokenizer_from_folder(resolve_model_dir(name_or_path))
 
 
-def tokenizer_from_folder(folder: Path) -> NeoTokenizer:
+def tokenizer_from_folder(folder: Path, config=None) -> NeoTokenizer:
+    """The tokenizer in `folder`; given the model's config, also checked to fit the model (see check_fits)."""
+    folder = Path(folder)
+    try:
+        tokenizer = _read_tokenizer_files(folder)
+    except OSError as error:  # an unreadable folder makes even is_file() fail
+        raise CheckpointError(f"{folder} could not be read ({error.strerror or error}).") from None
+    if config is not None:
+        tokenizer.check_fits(config, folder)
+    return tokenizer
+
+
+def _read_tokenizer_files(folder: Path) -> NeoTokenizer:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    folder = Path(folder)
     if (folder / "tokenizer.json").is_file():
         try:
             return NeoTokenizer(Tokenizer.from_file(str(folder / "tokenizer.json")))
