@@ -73,12 +73,13 @@ class NeoModel:
         """The output head, tied to wte: [B, T, D] -> logits [B, T, vocab] float32"""
         return linear(normed, self.weights.lm_head_weight)
 
-    def step(self, input_ids, position_ids, key_visible, cache: KVCache, last_only: bool = False, hidden_states=None):
+    def step(self, input_ids, position_ids, key_visible, cache: KVCache, last_only=False, hidden_states=None):
         """Run T new positions through every layer, appending their keys and values to `cache`.
 
         input_ids, position_ids: int [B, T] on the backend; key_visible: bool [B, T] (False marks padding).
         A prompt (empty cache) may have any T; later calls pass one token (T = 1).
-        Returns logits [B, T, vocab], or [B, 1, vocab] for the last position only when `last_only`. When
+        Returns logits [B, T, vocab], or [B, n, vocab] for the last n positions only when `last_only` is n (True
+        means 1): the vocabulary-sized head is the largest product, and a score may need only a few positions. When
         `hidden_states` is a list, each block's input is appended to it, then ln_f of the last block's output.
         """
         start_pos, length = cache.length, input_ids.shape[1]
@@ -96,10 +97,11 @@ class NeoModel:
                 hidden_states.append(h)
             h = self.block(h, layer, layer_cache, start_pos, masks.get(layer.kind))
         cache.length += length
-        normed = self.final_norm(h[:, -1:] if last_only and hidden_states is None else h)  # [B, T or 1, D]
+        keep = int(last_only)  # positions that get logits, counted from the end (0: all of them)
+        normed = self.final_norm(h[:, -keep:] if keep and hidden_states is None else h)  # [B, T or keep, D]
         if hidden_states is not None:  # like transformers, the last entry is after ln_f
             hidden_states.append(normed)
-        return self.unembed(normed[:, -1:] if last_only else normed)
+        return self.unembed(normed[:, -keep:] if keep else normed)
 
     # ------------------------------------------------------------------ threads (see threads.py)
 
@@ -123,8 +125,18 @@ class NeoModel:
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         return KVCache(self.config, batch, capacity, self.backend.xp, self.backend.dtype)
 
-    def forward(self, input_ids, attention_mask=None, output_hidden_states=False, return_backend_array=False):
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        output_hidden_states=False,
+        return_backend_array=False,
+        last_positions=None,
+    ):
         """Logits for every position: int [B, T] (or [T]) -> float32 [B, T, vocab] NumPy array.
+
+        last_positions: n to get logits for the last n positions only, [B, n, vocab] (scoring a continuation, as
+        neo_numpy.evaluation does, needs no more; the output head is then run on n positions instead of T).
 
         attention_mask: 0/1 [B, T] for left-padded batches; positions are counted over real tokens only
         (cumsum(mask) - 1, as transformers' generate() does) and padded keys are never attended to.
@@ -132,6 +144,10 @@ class NeoModel:
         input after that, and finally ln_f of the last block's output (transformers' convention).
         """
         ids, mask = check_token_ids(input_ids, attention_mask, self.config)
+        if last_positions is not None and not 1 <= last_positions <= ids.shape[1]:
+            raise InputError(
+                f"last_positions must be between 1 and the {ids.shape[1]} positions given, got {last_positions}."
+            )
         to_device = self.backend.xp.asarray
         hidden = [] if output_hidden_states else None
         with blas_threads(self.threads.prefill):
@@ -140,6 +156,7 @@ class NeoModel:
                 to_device(positions_from_mask(mask)),
                 to_device(mask.astype(bool)),
                 self.new_cache(*ids.shape),
+                last_only=last_positions or False,
                 hidden_states=hidden,
             )
         to_host = (lambda array: array) if return_backend_array else self.backend.to_host
