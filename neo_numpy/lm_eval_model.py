@@ -1,0 +1,243 @@
+"""neo_numpy as a model of EleutherAI's lm-evaluation-harness (lm-eval), registered there as "neo_numpy".
+
+    import lm_eval, neo_numpy.evaluation       # importing neo_numpy.evaluation registers the name
+    lm_eval.simple_evaluate(model="neo_numpy", model_args="pretrained=125M,batch_size=8", tasks=["lambada_openai"])
+
+Every convention is the one lm-eval's own Hugging Face model follows (HFLM in lm_eval/models/huggingface.py), so a
+score here is comparable with the GPT-Neo model cards' (which come from that harness):
+
+- the context is the model's `max_position_embeddings` (2048); the end-of-text token (50256) is the prefix of an
+  empty context and of every rolling window's first token;
+- loglikelihood(context, continuation): trailing spaces of the context move to the continuation, the pair is
+  encoded whole and the continuation is its tail (lm-eval's TemplateLM does that part); the model reads the last
+  `max_length` tokens of context + continuation minus its last token, the score is the sum of the continuation
+  tokens' log-softmax, and `is_greedy` says each of them is the argmax;
+- loglikelihood_rolling(text): lm-eval's own get_rolling_token_windows / make_disjoint_window split a long text
+  into windows that score every token exactly once;
+- generate_until: greedy unless the task asks to sample, stopped by EOS, `max_gen_toks` (256) or a stop string,
+  and cut at the first stop string.
+
+Speed: requests whose model input is the same (the options of most multiple-choice questions) share one forward
+pass, longest first, as HFLM's Collator orders them; a batch is one left-padded forward pass with no decode loop,
+and the vocabulary-sized output head runs only on the continuation's positions.
+"""
+
+import numpy as np
+from lm_eval.api.model import TemplateLM
+from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from tqdm import tqdm
+
+from .errors import InputError
+from .loading import load_model
+
+MAX_GEN_TOKS = 256  # lm-eval's default for generate_until, as HFLM
+SAMPLING_SETTINGS = ("temperature", "top_k", "top_p", "repetition_penalty")  # the generate_until keys passed on
+
+
+class NeoNumpyLM(TemplateLM):
+    """lm-eval's LM interface on a neo_numpy model.
+
+    pretrained: as for load_model ("125M", "1.3B", "2.7B", a hub id or a checkpoint folder); batch_size: requests
+    per forward pass; backend ("numpy" or "cupy"), dtype and threads: as for load_model. `device` and
+    `max_batch_size`, which lm-eval passes to every model, are not used: the backend decides where it runs.
+    """
+
+    def __init__(
+        self,
+        pretrained="125M",
+        batch_size=1,
+        backend="numpy",
+        dtype="float32",
+        threads=None,
+        device=None,
+        max_batch_size=None,
+    ):
+        super().__init__()
+        self.batch_size = positive_int(batch_size, "batch_size")
+        self.model = load_model(
+            pretrained,
+            backend=backend,
+            dtype=dtype,
+            threads=None if threads is None else positive_int(threads, "threads"),
+        )
+        self.tokenizer = self.model.tokenizer
+        self.pretrained = str(pretrained)
+
+    # ------------------------------------------------------------------ what TemplateLM asks for
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def max_length(self) -> int:
+        return self.model.config.max_position_embeddings
+
+    @property
+    def max_gen_toks(self) -> int:
+        return MAX_GEN_TOKS
+
+    @property
+    def tokenizer_name(self) -> str:
+        return str(self.model.path).replace("/", "__")
+
+    def tok_encode(self, string: str, add_special_tokens=None, left_truncate_len=None, **kwargs) -> list:
+        """GPT-2's BPE adds no special tokens, so `add_special_tokens` changes nothing (as in HFLM for GPT-Neo)."""
+        ids = self.tokenizer.encode(string)
+        return ids[-left_truncate_len:] if left_truncate_len else ids
+
+    def tok_decode(self, tokens, skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
+
+    # ------------------------------------------------------------------ loglikelihood
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list:
+        """(sum of log-probabilities, is_greedy) for each (request, context ids, continuation ids), in order.
+
+        The model reads context + continuation without its last token, cut to its last max_length tokens, and the
+        continuation is scored at the last len(continuation) positions. Requests that give the model the same input
+        share one row (HFLM's logits cache); rows go longest first (HFLM's Collator order), batch_size at a time.
+        """
+        readers = {}  # model input (tuple of ids) -> indices of the requests that read it
+        for index, (_, context, continuation) in enumerate(requests):
+            if not context or not continuation or len(continuation) > self.max_length:
+                raise InputError(
+                    f"a loglikelihood request needs a non-empty context and 1 to {self.max_length} continuation "
+                    f"tokens, got {len(context)} and {len(continuation)}."
+                )
+            readers.setdefault(tuple((context + continuation)[:-1][-self.max_length :]), []).append(index)
+        inputs = sorted(readers, key=lambda ids: (-len(ids), ids))
+        results = [None] * len(requests)
+        progress = tqdm(total=len(requests), disable=disable_tqdm, desc="Running loglikelihood requests")
+        for start in range(0, len(inputs), self.batch_size):
+            batch = inputs[start : start + self.batch_size]
+            scored = max(len(requests[index][2]) for ids in batch for index in readers[ids])
+            logits = self.last_logits(batch, scored)  # [B, scored, V]
+            for row_logits, ids in zip(logits, batch):
+                for index in readers[ids]:
+                    request, _, continuation = requests[index]
+                    results[index] = continuation_score(row_logits[len(row_logits) - len(continuation) :], continuation)
+                    if request is not None:  # rolling windows are cached per document instead
+                        self.cache_hook.add_partial("loglikelihood", request, results[index])
+                    progress.update(1)
+        progress.close()
+        return results
+
+    def last_logits(self, rows, count: int) -> np.ndarray:
+        """Logits at the last `count` positions of rows of ids, left-padded into one batch -> [B, count, V]."""
+        ids, mask = left_padded(rows, self.eot_token_id)
+        return self.model.forward(ids, mask, last_positions=count)
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list:
+        """Log-likelihood of each whole text: windows of max_length tokens that score every token exactly once, the
+        first conditioned on the end-of-text prefix, each later one on as much of the text before it as fits."""
+        windows, owners = [], []  # (None, context ids, scored ids) per window; the request it belongs to
+        for index, (text,) in enumerate(request.args for request in requests):
+            pairs = get_rolling_token_windows(
+                token_list=self.tok_encode(text),
+                prefix_token=self.prefix_token_id,
+                max_seq_len=self.max_length,
+                context_len=1,
+            )
+            for context, continuation in map(make_disjoint_window, pairs):
+                windows.append((None, context, continuation))
+                owners.append(index)
+        totals = [0.0] * len(requests)
+        for owner, (logprob, _) in zip(owners, self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)):
+            totals[owner] += logprob
+        for request, total in zip(requests, totals):
+            self.cache_hook.add_partial("loglikelihood_rolling", request.args, total)
+        return totals
+
+    # ------------------------------------------------------------------ generate_until
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list:
+        """Each request's (context, generation settings) -> the generated text, cut at the first stop string.
+
+        As HFLM: requests with the same settings are batched longest first; the context keeps its last
+        max_length - max_gen_toks tokens; EOS always stops; the text is decoded without special tokens.
+        """
+        order = Collator(
+            [request.args for request in requests],
+            sort_fn=lambda args: (-len(self.tok_encode(args[0])), args[0]),
+            group_by="gen_kwargs",
+            group_fn=lambda args: args[1],
+        )
+        eos_text = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
+        results = []
+        progress = tqdm(total=len(requests), disable=disable_tqdm, desc="Running generate_until requests")
+        for batch in order.get_batched(n=self.batch_size):
+            contexts, all_settings = zip(*batch)
+            settings = normalize_gen_kwargs(all_settings[0], self.max_gen_toks)
+            until = handle_stop_sequences(settings.pop("until", None), eos=eos_text)
+            max_gen_toks = settings.pop("max_gen_toks")
+            if max_gen_toks >= self.max_length:
+                raise InputError(
+                    f"max_gen_toks is {max_gen_toks} but the model's context holds only {self.max_length} tokens."
+                )
+            rows = [self.tok_encode(context, left_truncate_len=self.max_length - max_gen_toks) for context in contexts]
+            ids, mask = left_padded(rows, self.eot_token_id)
+            new_tokens = settings.pop("max_length", ids.shape[1] + max_gen_toks) - ids.shape[1]
+            for context, text in zip(contexts, self.generate_texts(ids, mask, new_tokens, until, settings)):
+                results.append(postprocess_generated_text(text, until, think_end_token=None))
+                self.cache_hook.add_partial("generate_until", (context, all_settings[0]), results[-1])
+                progress.update(1)
+        progress.close()
+        return order.get_original(results)
+
+    def generate_texts(self, ids, mask, max_new_tokens: int, until: list, settings: dict) -> list:
+        """The new text of each row of a left-padded batch, generated until every row has produced EOS or one of
+        the `until` strings, or max_new_tokens (HF generate() with lm-eval's stop-sequence criteria)."""
+        new_ids = [[] for _ in range(len(ids))]
+        for tokens in self.model.generate_tokens(ids, mask, max_new_tokens=max_new_tokens, **sampling(settings)):
+            for row, token in zip(new_ids, tokens):
+                row.append(int(token))
+            texts = [self.tok_decode(row) for row in new_ids]
+            if all(
+                row[-1] == self.eot_token_id or any(stop in text for stop in until) for row, text in zip(new_ids, texts)
+            ):
+                break
+        return [self.tok_decode(row) for row in new_ids]
+
+
+def continuation_score(logits, continuation) -> tuple:
+    """(sum of log-softmax at the continuation's ids, every id the argmax): logits float32 [n, V], n ids."""
+    top = logits.max(axis=-1, keepdims=True)  # [n, 1]
+    log_normaliser = np.log(np.exp(logits - top).sum(axis=-1)) + top[:, 0]  # [n]
+    chosen = logits[np.arange(len(continuation)), continuation]  # [n]
+    return float((chosen - log_normaliser).sum()), bool((logits.argmax(axis=-1) == continuation).all())
+
+
+def left_padded(rows, pad_id: int):
+    """Rows of ids of different lengths -> (ids int64 [B, T], attention_mask int64 [B, T]), padding on the left."""
+    width = max(len(row) for row in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = row
+        mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+def sampling(settings: dict) -> dict:
+    """A task's remaining generation settings as model.generate keywords (greedy unless do_sample is true)."""
+    settings = dict(settings)
+    if not settings.pop("do_sample", False):
+        settings.pop("temperature", None)
+        return {}
+    unknown = sorted(set(settings) - set(SAMPLING_SETTINGS))
+    if unknown:
+        raise InputError(f"the generation setting {unknown[0]!r} is not supported by neo_numpy.")
+    return {"do_sample": True, "seed": int(np.random.randint(2**31)), **settings}  # lm-eval seeds NumPy
+
+
+def positive_int(value, name: str) -> int:
+    """An integer >= 1 from a model argument (lm-eval passes them as strings or ints)."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1 or str(number) != str(value).strip():
+        raise InputError(f"{name} must be a positive integer, got {value!r}.")
+    return number

@@ -1,0 +1,264 @@
+"""lm-eval on neo_numpy against lm-eval's own Hugging Face model, offline, on tasks the tests write.
+
+Four local tasks (JSON files + task YAMLs, as a user would write for --include-path) cover every request type:
+LAMBADA-like loglikelihood (acc, perplexity), rolling loglikelihood on documents several times longer than the
+test checkpoint's 64-position context (word/byte perplexity, bits per byte), multiple choice (acc, acc_norm) and
+generate_until with stop strings. Both models run the same tasks on the same checkpoint; every metric must agree to
+1e-4 relative, every request's log-likelihood to 1e-5 relative, every generated text exactly.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lm_eval", reason="lm-eval is not installed: pip install -r requirements-eval.txt")
+
+import lm_eval  # noqa: E402
+from checkpoints import build_torch_model, save_checkpoint  # noqa: E402
+from lm_eval.tasks import TaskManager  # noqa: E402
+
+import neo_numpy  # noqa: E402
+import neo_numpy.evaluation  # noqa: E402, F401  (registers the model "neo_numpy")
+from neo_numpy.cli import main  # noqa: E402
+from neo_numpy.errors import InputError  # noqa: E402
+
+CONTEXT = 64  # the test checkpoint's max_position_embeddings: rolling documents need several windows
+ROOT = Path(__file__).resolve().parent.parent
+VOCABULARY = (
+    "the a of and to in is was for on that with as by it he she they at from his her their an be this which or "
+    "river mountain city house garden king queen child letter music winter summer morning night light stone road "
+    "walked found said wrote opened carried watched remembered built painted followed answered crossed sang "
+    "old small bright quiet long green cold early silent golden distant"
+)
+TASKS = ["neo_lambada", "neo_rolling", "neo_choice", "neo_generate"]
+
+
+def sentence(rng, length: int) -> str:
+    words = VOCABULARY.split()
+    return " ".join(words[i] for i in rng.integers(0, len(words), length)).capitalize() + "."
+
+
+def write_tasks(folder: Path) -> Path:
+    """Four task YAMLs and their JSON-lines data in `folder`; returns it (an --include-path)."""
+    rng = np.random.default_rng(0)
+    data = {
+        "lambada": [{"text": " ".join(sentence(rng, n) for n in (8, 9, 7))} for _ in range(6)],
+        "rolling": [{"page": "\n".join(sentence(rng, 14) for _ in range(n))} for n in (18, 3, 11)],
+        "choice": [
+            {"question": sentence(rng, 6), "choices": [" yes", " no", " " + sentence(rng, 3)], "label": i % 3}
+            for i in range(5)
+        ],
+        "generate": [{"prompt": sentence(rng, 12), "answer": "the"} for _ in range(5)],
+    }
+    for name, docs in data.items():
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(doc) + "\n" for doc in docs), encoding="utf-8")
+    specs = {
+        "neo_lambada": {
+            "output_type": "loglikelihood",
+            "doc_to_text": "{{text.split(' ')[:-1]|join(' ')}}",
+            "doc_to_target": "{{' '+text.split(' ')[-1]}}",
+            "metric_list": [{"metric": "perplexity"}, {"metric": "acc"}],
+            "file": "lambada",
+        },
+        "neo_rolling": {
+            "output_type": "loglikelihood_rolling",
+            "doc_to_text": "",
+            "doc_to_target": "{{page}}",
+            "metric_list": [{"metric": "word_perplexity"}, {"metric": "byte_perplexity"}, {"metric": "bits_per_byte"}],
+            "file": "rolling",
+        },
+        "neo_choice": {
+            "output_type": "multiple_choice",
+            "doc_to_text": "Question: {{question}}\nAnswer:",
+            "doc_to_choice": "{{choices}}",
+            "doc_to_target": "label",
+            "metric_list": [{"metric": "acc"}, {"metric": "acc_norm"}],
+            "file": "choice",
+        },
+        "neo_generate": {
+            "output_type": "generate_until",
+            "doc_to_text": "{{prompt}}",
+            "doc_to_target": "{{answer}}",
+            "generation_kwargs": {"until": ["\n", "."], "max_gen_toks": 12, "do_sample": False},
+            "metric_list": [{"metric": "exact_match"}],
+            "file": "generate",
+        },
+    }
+    for task, spec in specs.items():
+        data_file = folder / f"{spec.pop('file')}.jsonl"
+        config = {
+            "task": task,
+            "dataset_path": "json",
+            "dataset_kwargs": {"data_files": {"test": str(data_file)}, "cache_dir": str(folder / "cache")},
+            "test_split": "test",
+            **spec,
+        }
+        (folder / f"{task}.yaml").write_text(json.dumps(config, indent=1), encoding="utf-8")  # JSON is YAML
+    return folder
+
+
+@pytest.fixture(scope="module")
+def eval_checkpoint(tmp_path_factory):
+    model = build_torch_model("alternating", seed=3, max_positions=CONTEXT)
+    return save_checkpoint(model, tmp_path_factory.mktemp("eval_checkpoint"))
+
+
+@pytest.fixture(scope="module")
+def task_folder(tmp_path_factory):
+    return write_tasks(tmp_path_factory.mktemp("eval_tasks"))
+
+
+@pytest.fixture(scope="module")
+def both_runs(eval_checkpoint, task_folder):
+    """lm-eval's results for model="neo_numpy" and model="hf" on the same checkpoint and tasks."""
+    tasks = TaskManager(include_path=str(task_folder), include_defaults=False)
+    common = dict(tasks=TASKS, task_manager=tasks, bootstrap_iters=0, log_samples=True)
+    ours = lm_eval.simple_evaluate(model="neo_numpy", model_args=f"pretrained={eval_checkpoint},batch_size=3", **common)
+    theirs = lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={eval_checkpoint},dtype=float32,device=cpu,batch_size=4", **common
+    )
+    return ours, theirs
+
+
+def numeric_metrics(results, task):
+    return {key: value for key, value in results["results"][task].items() if isinstance(value, (int, float))}
+
+
+def relative(ours, theirs) -> float:
+    return abs(ours - theirs) / abs(theirs) if theirs else abs(ours)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_metric_matches_lm_evals_hf_model(both_runs, task):
+    ours, theirs = (numeric_metrics(results, task) for results in both_runs)
+    names = {key.split(",")[0] for key in theirs}
+    expected = {
+        "neo_lambada": {"perplexity", "acc"},
+        "neo_rolling": {"word_perplexity", "byte_perplexity", "bits_per_byte"},
+        "neo_choice": {"acc", "acc_norm"},
+        "neo_generate": {"exact_match"},
+    }[task]
+    assert expected <= names and ours.keys() == theirs.keys()
+    worst = max(relative(ours[key], theirs[key]) for key in theirs)
+    print(f"{task}: {len(theirs)} metrics, max relative difference {worst:.2e}")
+    assert worst < 1e-4, (ours, theirs)
+
+
+def responses(results, task):
+    """Each request's raw answer, in lm-eval's document and request order."""
+    return [response[0] for sample in results["samples"][task] for response in sample["resps"]]
+
+
+@pytest.mark.parametrize("task", ["neo_lambada", "neo_rolling", "neo_choice"])
+def test_every_request_loglikelihood_matches_transformers(both_runs, task):
+    ours, theirs = (responses(results, task) for results in both_runs)
+    assert len(ours) == len(theirs) >= 3
+    ours_ll, theirs_ll = (
+        np.array([float(r[0]) if isinstance(r, (list, tuple)) else float(r) for r in rs]) for rs in (ours, theirs)
+    )
+    worst = float(np.max(np.abs(ours_ll - theirs_ll) / np.abs(theirs_ll)))
+    print(f"{task}: {len(ours)} requests, max relative difference {worst:.2e}")
+    assert worst < 1e-5
+    if task != "neo_rolling":  # (log-likelihood, is_greedy) pairs
+        assert [bool(r[1]) for r in ours] == [bool(r[1]) for r in theirs]
+
+
+def test_generated_texts_are_identical(both_runs):
+    ours, theirs = (responses(results, "neo_generate") for results in both_runs)
+    assert len(ours) == 5 and ours == theirs
+    assert any(text.strip() for text in ours)  # something was generated, so the comparison says something
+
+
+def test_rolling_documents_span_several_windows(both_runs, eval_checkpoint):
+    tokenizer = neo_numpy.load_tokenizer(eval_checkpoint)
+    pages = [sample["doc"]["page"] for sample in both_runs[0]["samples"]["neo_rolling"]]
+    lengths = sorted(len(tokenizer.encode(page)) for page in pages)
+    assert lengths[0] < CONTEXT and lengths[-1] > 4 * CONTEXT  # one window, and many
+
+
+def test_last_positions_gives_the_tail_of_the_logits(eval_checkpoint):
+    model = neo_numpy.load_model(eval_checkpoint)
+    ids = np.array([[464, 3290, 318, 257, 922], [50256, 50256, 15496, 995, 0]])
+    mask = np.array([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    full = model.forward(ids, mask)
+    tail = model.forward(ids, mask, last_positions=2)
+    assert tail.shape == (2, 2, full.shape[-1])
+    np.testing.assert_allclose(tail, full[:, -2:], rtol=0, atol=1e-5 * np.abs(full).max())
+    with pytest.raises(InputError, match="last_positions"):
+        model.forward(ids, mask, last_positions=6)
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+def run_cli(*args, block_lm_eval=False):
+    """`python -m neo_numpy ...` in a fresh process; with block_lm_eval, as if lm-eval were not installed."""
+    code = "import sys; from neo_numpy.cli import main; sys.exit(main(sys.argv[1:]))"
+    if block_lm_eval:
+        code = "import sys; sys.modules['lm_eval'] = None; " + code  # `import lm_eval` now raises ImportError
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_eval_command_end_to_end(both_runs, eval_checkpoint, task_folder, tmp_path):
+    output = tmp_path / "results.json"
+    flags = ["--tasks", "neo_lambada,neo_choice", "--limit", "3", "--batch-size", "2"]
+    done = run_cli("eval", "--model", eval_checkpoint, "--include-path", task_folder, "--output", output, *flags)
+    assert done.returncode == 0, done.stderr
+    assert "neo_lambada" in done.stdout and "neo_choice" in done.stdout and "perplexity" in done.stdout
+    assert "Running loglikelihood requests" in done.stderr  # the progress bar, with its ETA
+    written = json.loads(output.read_text())["results"]
+    first_three = {task: both_runs[0]["samples"][task][:3] for task in ("neo_lambada", "neo_choice")}
+    assert [sample["doc_id"] for sample in first_three["neo_choice"]] == [0, 1, 2]
+    mean_ll = np.mean([sample["filtered_resps"][0][0] for sample in first_three["neo_lambada"]])
+    assert written["neo_lambada"]["perplexity,none"] == pytest.approx(math.exp(-mean_ll), rel=1e-6)
+    assert written["neo_choice"]["acc,none"] == pytest.approx(np.mean([s["acc"] for s in first_three["neo_choice"]]))
+
+
+def test_eval_command_unknown_task(eval_checkpoint, task_folder, capsys):
+    status = main(["eval", "--model", str(eval_checkpoint), "--tasks", "neo_lambada,no_such_task"])
+    error = capsys.readouterr().err.strip()
+    assert status == 1 and error.startswith("error: lm-eval has no task 'no_such_task'") and "\n" not in error
+
+
+def test_eval_command_data_offline(eval_checkpoint, tmp_path, capsys):
+    config = {
+        "task": "neo_hub_task",
+        "dataset_path": "neo-numpy-tests/not-on-this-machine",
+        "output_type": "loglikelihood",
+        "test_split": "test",
+        "doc_to_text": "{{text}}",
+        "doc_to_target": "{{text}}",
+        "metric_list": [{"metric": "acc"}],
+    }
+    (tmp_path / "neo_hub_task.yaml").write_text(json.dumps(config), encoding="utf-8")
+    status = main(["eval", "--model", str(eval_checkpoint), "--tasks", "neo_hub_task", "--include-path", str(tmp_path)])
+    error = capsys.readouterr().err.strip()
+    assert status == 1 and "\n" not in error
+    assert error.startswith("error: the data of neo_hub_task could not be downloaded") and "offline" in error
+
+
+def test_eval_command_without_lm_eval(eval_checkpoint):
+    done = run_cli("eval", "--model", eval_checkpoint, "--tasks", "lambada_openai", block_lm_eval=True)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().count("\n") == 0 and "pip install -r requirements-eval.txt" in done.stderr
+    assert done.stderr.startswith("error: the eval command needs EleutherAI's lm-evaluation-harness")
+    generated = run_cli("generate", "--model", eval_checkpoint, "The dog", "-n", 3, block_lm_eval=True)
+    assert generated.returncode == 0, generated.stderr  # generation never needs lm-eval
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--batch-size", "0"], "--batch-size must be at least 1"), (["--limit", "0"], "--limit must be positive")],
+)
+def test_eval_command_bad_arguments(flags, message, capsys):
+    assert main(["eval", "--tasks", "lambada_openai", *flags]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {message}, got {flags[1]}."
