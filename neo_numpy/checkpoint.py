@@ -5,13 +5,13 @@ Names follow transformers' GPTNeoForCausalLM (its state_dict keys), for example
 "transformer.h.0.attn.attention.q_proj.weight". Linear weights stay in PyTorch's [out, in] layout: y = x @ W.T + b.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import NeoConfig
 from .errors import CheckpointError
 from .safetensors_reader import read_header, read_tensor
+from .untrusted_json import parse_json, quoted
 
 IGNORED_SUFFIXES = ("attn.attention.bias", "attn.attention.masked_bias")  # causal-mask buffers in older files
 
@@ -94,34 +94,68 @@ def find_tensors(folder: Path) -> dict:
 
 
 def read_shard_index(index: Path) -> dict:
-    """The weight_map of a model.safetensors.index.json: {tensor name: shard file name}."""
+    """The weight_map of a model.safetensors.index.json: {tensor name: shard file name}.
+
+    Each shard must be a plain file name beside the index: an index is untrusted input, and a name such as
+    "../../etc/passwd" or "/etc/passwd" would otherwise make the loader open a file the user never pointed at.
+    """
     try:
-        contents = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:  # ValueError covers JSONDecodeError and UnicodeDecodeError
-        raise CheckpointError(f"{index} is not a readable safetensors index ({error}).") from None
+        text = index.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"{index} is not a readable safetensors index ({error.strerror or error}).") from None
+    contents = parse_json(text, f"the safetensors index {index}")
     weight_map = contents.get("weight_map") if isinstance(contents, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
         raise CheckpointError(
             f"{index} is not a safetensors index: it needs a weight_map from tensor names to shard files."
         )
+    for shard in set(weight_map.values()):
+        if not is_plain_file_name(shard):
+            raise CheckpointError(
+                f"{index} names the shard {quoted(shard)}, which is not a plain file name beside the index."
+            )
     return weight_map
 
 
+def is_plain_file_name(name: str) -> bool:
+    """A name for a file in this very folder: no folder part, no "..", not absolute, no NUL byte."""
+    return name not in ("", ".", "..") and not any(char in name for char in "/\\\0")
+
+
 def _read_sharded(index: Path) -> dict:
-    """{name: TensorEntry} over every shard the index lists, each of which must exist."""
+    """{name: TensorEntry} over every shard the index lists; each shard holds exactly the tensors mapped to it."""
     weight_map = read_shard_index(index)
     entries = {}
     for shard in sorted(set(weight_map.values())):
         shard_path = index.parent / shard
         if not shard_path.is_file():
             raise CheckpointError(f"{shard_path} is listed in {index.name} but missing.")
-        entries.update(read_header(shard_path))
+        _check_inside_folder(shard_path, index.parent)
+        for name, entry in read_header(shard_path).items():
+            if weight_map.get(name) != shard:  # a second copy of a tensor, which would silently replace the first
+                raise CheckpointError(
+                    f"{shard_path} holds tensor {quoted(name)}, which {index.name} does not map to it."
+                )
+            entries[name] = entry
     missing = sorted(set(weight_map) - set(entries))
     if missing:
         raise CheckpointError(
             f"tensor {missing[0]!r} is listed in {index} but absent from its shard {weight_map[missing[0]]}."
         )
     return entries
+
+
+def _check_inside_folder(shard_path: Path, folder: Path) -> None:
+    """A shard that is a symbolic link must lead to a file in the folder, or, in a Hugging Face cache snapshot
+    (.../snapshots/<revision>/), to that repo's blobs/ folder, where the cache keeps the real files."""
+    folder = folder.resolve()
+    allowed = [folder]
+    if folder.parent.name == "snapshots":
+        allowed.append(folder.parent.parent / "blobs")
+    if not any(shard_path.resolve().parent == place for place in allowed):
+        raise CheckpointError(
+            f"{shard_path} is a link to a file outside {folder}; shards must be files in that folder."
+        )
 
 
 def load_weights(folder: Path, config: NeoConfig, to_device) -> NeoWeights:

@@ -5,6 +5,7 @@ and a non-zero exit status, never a traceback.
 """
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import replace
@@ -15,9 +16,11 @@ from .errors import InputError, NeoNumpyError
 from .generation import stream_text
 from .hub import DEFAULT_MODEL, SHORT_NAMES, resolve_model_dir
 from .settings import GenerationSettings
-from .tokenizer import tokenizer_from_folder
+from .tokenizer import checked_text, tokenizer_from_folder
 
 INTERRUPTED = 130  # the conventional exit status after Ctrl-C
+BROKEN_PIPE = 128 + 13  # the status a shell reports for a writer whose reader went away (SIGPIPE is signal 13)
+LONGEST_TOKEN_BYTES = 128  # GPT-2's longest token: N positions never hold more than N * 128 bytes of text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,30 +119,75 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:  # Ctrl-C before generation began (loading, downloading): no traceback either
         print("interrupted", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:  # `... | head`: the reader has gone, so stop quietly (Python's docs on SIGPIPE)
+        discard_stdout()
+        return BROKEN_PIPE
 
 
-def read_prompt(args) -> str:
+def discard_stdout() -> None:
+    """Point stdout at /dev/null, so the flush at exit cannot fail again on a broken pipe or a full disk."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def write(text: str) -> None:
+    """Print generated text at once. A full disk or an unwritable stdout is one error; a broken pipe propagates."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        discard_stdout()
+        raise NeoNumpyError(f"could not write to standard output ({error.strerror or error}).") from None
+
+
+def open_prompt(args):
+    """Where the prompt comes from: the argument itself (a str), or a binary file (--file, or standard input).
+
+    Opened before the model is loaded, so a missing file or an absent prompt is reported at once; read later, by
+    read_prompt, once the model's context says how much text can matter.
+    """
     if args.prompt is not None and args.file is not None:
         raise InputError("give the prompt either as an argument or with --file, not both.")
     if args.file is not None:
         try:
-            prompt = args.file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise InputError(
-                f"could not read the prompt file {args.file} ({getattr(error, 'strerror', None) or error})."
-            ) from None
-        if not prompt.strip():
-            raise InputError(f"the prompt file {args.file} is empty.")
-        return prompt
+            return open(args.file, "rb")
+        except OSError as error:
+            raise InputError(f"could not read the prompt file {args.file} ({error.strerror or error}).") from None
     if args.prompt is not None:
-        prompt = args.prompt
-    elif sys.stdin is None or sys.stdin.isatty():
+        return args.prompt
+    if sys.stdin is None or sys.stdin.isatty():
         raise InputError("no prompt: pass it as an argument, with --file, or on standard input.")
+    return sys.stdin.buffer
+
+
+def read_prompt(source, args, context: int) -> str:
+    """The prompt's text, reading at most what `context` positions can hold (never all of /dev/zero)."""
+    where = "the prompt" if args.file is None else f"the prompt file {args.file}"
+    if isinstance(source, str):
+        text = source
     else:
-        prompt = sys.stdin.read()
-    if not prompt.strip():
-        raise InputError("the prompt is empty.")
-    return prompt
+        most = context * LONGEST_TOKEN_BYTES
+        try:
+            data = source.read(most + 1)
+        except OSError as error:
+            raise InputError(f"could not read {where} ({error.strerror or error}).") from None
+        finally:
+            if args.file is not None:
+                source.close()
+        if len(data) > most:
+            raise InputError(
+                f"{where} is longer than {most} bytes, more text than the model's {context}-position context holds."
+            )
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InputError(f"{where} is not UTF-8 text (byte {error.start} is invalid).") from None
+    if not text.strip():
+        raise InputError(f"{where} is empty.")
+    return checked_text(text)
 
 
 def run_generate(args) -> int:
@@ -157,14 +205,16 @@ def run_generate(args) -> int:
     )
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}.")
-    prompt = read_prompt(args)
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        raise NeoNumpyError("standard output is closed, so the generated text has nowhere to go.")
+    source = open_prompt(args)
     started = time.perf_counter()
     folder = resolve_model_dir(args.model)
     config = NeoConfig.from_file(folder / "config.json")
     settings = replace(settings, eos_token_id=None if args.ignore_eos else config.eos_token_id)
     settings.check_vocabulary(config.vocab_size)
-    tokenizer = tokenizer_from_folder(folder)
-    prompt_ids = tokenizer.encode(prompt)
+    tokenizer = tokenizer_from_folder(folder, config)
+    prompt_ids = tokenizer.encode(read_prompt(source, args, config.max_position_embeddings))
     limit = config.max_position_embeddings
     if len(prompt_ids) + args.max_new_tokens > limit:
         raise InputError(
@@ -174,10 +224,8 @@ def run_generate(args) -> int:
     model = load_model(folder, backend=args.backend, dtype=args.dtype, threads=args.threads)
     load_seconds = time.perf_counter() - started
 
-    out = sys.stdout
     if not args.no_echo:
-        out.write(tokenizer.decode(prompt_ids))
-        out.flush()
+        write(tokenizer.decode(prompt_ids))
     new_tokens, interrupted = 0, False
     start = first_token_at = time.perf_counter()
     try:
@@ -185,13 +233,11 @@ def run_generate(args) -> int:
             if token is not None:
                 first_token_at = first_token_at if new_tokens else time.perf_counter()
                 new_tokens += 1
-            out.write(piece)
-            out.flush()
+            write(piece)
     except KeyboardInterrupt:
         interrupted = True
     finished_at = time.perf_counter()
-    out.write("\n")
-    out.flush()
+    write("\n")
     prefill_rate = len(prompt_ids) / max(first_token_at - start, 1e-9)
     decode_rate = max(new_tokens - 1, 0) / max(finished_at - first_token_at, 1e-9)
     print(

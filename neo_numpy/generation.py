@@ -15,6 +15,8 @@ from .settings import GenerationSettings
 from .threads import blas_threads
 from .tokenizer import TextStream
 
+NO_TOKEN = -1  # marks a row whose scores are not finite, so the step is refused instead of choosing garbage
+
 
 def generate_tokens(model, input_ids, attention_mask, settings: GenerationSettings):
     """Yield the next token of every row, step by step: int64 [B] per step, at most settings.max_new_tokens steps.
@@ -48,16 +50,20 @@ def generate_tokens(model, input_ids, attention_mask, settings: GenerationSettin
     new_token_visible = xp.ones((batch, 1), dtype=bool)
 
     for step in range(settings.max_new_tokens):
-        scores = process_logits(logits, seen_tokens, step, settings)  # [B, V]
-        if settings.do_sample:
-            tokens = sample(scores, xp.asarray(1.0 - rng.random(batch, dtype=np.float32)))  # uniforms in (0, 1]
-        else:
-            tokens = scores.argmax(axis=-1)  # [B]
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow becomes a NO_TOKEN row, refused below
+            scores = process_logits(logits, seen_tokens, step, settings)  # [B, V]
+            if settings.do_sample:
+                tokens = sample(scores, xp.asarray(1.0 - rng.random(batch, dtype=np.float32)))  # uniforms in (0, 1]
+            else:
+                tokens = scores.argmax(axis=-1)  # [B]
+        tokens = xp.where(xp.isfinite(scores.max(axis=-1)), tokens, NO_TOKEN)  # NaN or +inf scores choose nothing
         if eos is not None:
             tokens = xp.where(unfinished, tokens, eos)  # finished rows repeat EOS, as transformers pads them
             unfinished = unfinished & (tokens != eos)
         seen_tokens[rows, tokens] = True
         host_tokens = model.backend.to_host(tokens).astype(np.int64)  # the only device -> host copy per step
+        if (host_tokens == NO_TOKEN).any():
+            raise InputError(_not_finite_scores(model.backend.to_host(logits), settings))
         yield host_tokens
         if eos is not None:
             finished_on_host |= host_tokens == eos
@@ -66,6 +72,16 @@ def generate_tokens(model, input_ids, attention_mask, settings: GenerationSettin
         with blas_threads(model.decode_threads(batch)):  # matrix-vector products (the count is measured once)
             logits = model.step(tokens[:, None], next_position, new_token_visible, cache, last_only=True)[:, -1]
         next_position = next_position + 1
+
+
+def _not_finite_scores(logits: np.ndarray, settings: GenerationSettings) -> str:
+    """Why a step's scores hold NaN or +inf: the model's own logits, or settings that overflow float32."""
+    if not np.isfinite(logits.max(axis=-1)).all():
+        return "the model's logits are NaN or infinite, so no next token can be chosen."
+    return (
+        f"temperature {settings.temperature} and repetition_penalty {settings.repetition_penalty} push the logits "
+        "beyond float32's range, so the next-token distribution is not finite; use values closer to 1."
+    )
 
 
 def generate(model, input_ids, attention_mask, settings: GenerationSettings) -> np.ndarray:
@@ -81,10 +97,13 @@ def stream_text(model, tokenizer, prompt_ids, settings: GenerationSettings):
     The text is "" while a character split across tokens is incomplete (see tokenizer.TextStream); the held-back
     bytes come out whole with a later token. Bytes still held back at the end come last, as (None, text).
     """
-    if len(prompt_ids) == 0:
+    ids = np.asarray(prompt_ids) if isinstance(prompt_ids, (list, tuple, np.ndarray)) else None
+    if ids is None or ids.ndim != 1:
+        raise InputError(f"the prompt must be a string or a list of token ids, got {type(prompt_ids).__name__}.")
+    if len(ids) == 0:
         raise InputError("the prompt is empty: give at least one token to continue from.")
     text = TextStream(tokenizer)
-    for tokens in generate_tokens(model, np.asarray(prompt_ids)[None, :], None, settings):
+    for tokens in generate_tokens(model, ids[None, :], None, settings):
         if settings.eos_token_id is not None and tokens[0] == settings.eos_token_id:
             break
         yield int(tokens[0]), text.push(tokens[0])

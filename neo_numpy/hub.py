@@ -1,7 +1,8 @@
 """Turn a model name into a local checkpoint folder, downloading from the Hugging Face Hub when needed.
 
 "125M", "1.3B" and "2.7B" name EleutherAI's released models; any other "owner/name" is a hub repo id; anything
-that exists on disk is used as it is. Downloads go to the project's weights/ folder (or $NEO_NUMPY_WEIGHTS).
+that exists on disk is used as it is. Downloads go to the project's weights/ folder (or $NEO_NUMPY_WEIGHTS), in
+weights/<owner>/<name>; weights/<name> is still used for the three released models that earlier versions put there.
 """
 
 import os
@@ -9,7 +10,14 @@ import re
 import sys
 from pathlib import Path
 
-from huggingface_hub.errors import GatedRepoError, HTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HFValidationError,
+    HTTPError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id
 
 from .checkpoint import read_shard_index
 from .errors import CheckpointError, ModelNotFoundError
@@ -56,7 +64,7 @@ def resolve_model_dir(name_or_path) -> Path:
             )
         return local
     repo_id = SHORT_NAMES.get(name.lower(), name)
-    if not REPO_ID.match(repo_id) or name.startswith((".", "/", "~")):
+    if not is_repo_id(repo_id) or name.startswith((".", "/", "~")):
         raise ModelNotFoundError(
             f"{local} does not exist: pass an existing checkpoint folder, a hub id like EleutherAI/gpt-neo-125m, "
             "or one of 125M, 1.3B, 2.7B."
@@ -89,9 +97,27 @@ def _from_hub(repo_id: str) -> Path:
     return target
 
 
+def is_repo_id(name: str) -> bool:
+    """ "owner/name" as the Hub spells repo ids: no "..", "--" or "/" inside a part, so it never escapes weights/."""
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return REPO_ID.match(name) is not None
+
+
 def download_folder(repo_id: str) -> Path:
-    """Where `python -m neo_numpy download` puts a hub model: weights_dir()/<repo name>."""
-    return weights_dir() / repo_id.split("/")[-1]
+    """Where `python -m neo_numpy download` puts a hub model: weights_dir()/<owner>/<name>, keyed by the whole
+    repo id, so someone-else/gpt-neo-125m never finds EleutherAI's copy (or the other way round)."""
+    owner, name = repo_id.split("/")
+    return weights_dir() / owner / name
+
+
+def released_folder(repo_id: str):
+    """weights_dir()/<name>, where earlier versions downloaded the three released models; for those repos only."""
+    released = {repo.lower(): repo for repo in SHORT_NAMES.values()}
+    repo = released.get(repo_id.lower())
+    return None if repo is None else weights_dir() / repo.split("/")[1]
 
 
 def find_local_copy(repo_id: str):
@@ -100,8 +126,9 @@ def find_local_copy(repo_id: str):
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    if is_complete_checkpoint(download_folder(repo_id)):
-        return download_folder(repo_id)
+    for folder in (download_folder(repo_id), released_folder(repo_id)):
+        if folder is not None and is_complete_checkpoint(folder):
+            return folder
     try:
         cached = Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=FILES_NEEDED, local_files_only=True))
     except LocalEntryNotFoundError:  # not in the cache

@@ -193,7 +193,7 @@ class NeoModel:
     def tokenizer(self):
         """The checkpoint's own tokenizer (tokenizer.json or vocab.json + merges.txt), loaded on first use."""
         if self._tokenizer is None:
-            self._tokenizer = tokenizer_from_folder(self.path)
+            self._tokenizer = tokenizer_from_folder(self.path, self.config)
         return self._tokenizer
 
     def __repr__(self):

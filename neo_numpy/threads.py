@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from .errors import InputError
+from .untrusted_json import is_int
 
 MATRIX_VECTOR_ROWS = 8  # up to this many rows (batch x new positions) a product counts as matrix-vector work
 
@@ -39,8 +40,8 @@ class ThreadPlan:
             return threads
         if threads is None:
             return cls(prefill=available_cores())
-        if int(threads) < 1:
-            raise InputError(f"threads must be at least 1, got {threads}.")
+        if not is_int(threads) or threads < 1:
+            raise InputError(f"threads must be None or a whole number of at least 1, got {threads!r}.")
         return cls(int(threads), int(threads))
 
     def with_decode(self, count: int) -> "ThreadPlan":

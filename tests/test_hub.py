@@ -140,11 +140,11 @@ def test_a_file_is_not_a_checkpoint_folder(tmp_path):
 def test_names_map_to_repo_ids(name, repo_id, weights, monkeypatch):
     fake = install(monkeypatch, FakeSnapshotDownload())
     folder = resolve_model_dir(name)
-    assert folder == weights / repo_id.split("/")[-1]
+    assert folder == weights / repo_id  # weights/<owner>/<name>: keyed by the whole repo id
     assert {call["repo_id"] for call in fake.calls} == {repo_id}
 
 
-@pytest.mark.parametrize("name", ["gpt-neo", "350M", "a/b/c"])
+@pytest.mark.parametrize("name", ["gpt-neo", "350M", "a/b/c", "zz/..", "EleutherAI/..", "a--b/c"])
 def test_unknown_names_are_refused_without_network(name, weights, monkeypatch):
     fake = install(monkeypatch, FakeSnapshotDownload())
     with pytest.raises(ModelNotFoundError) as error:
@@ -156,12 +156,23 @@ def test_unknown_names_are_refused_without_network(name, weights, monkeypatch):
 # ---------------------------------------------------------------------------------------------- local copies first
 
 
-def test_weights_folder_is_used_without_network(weights, monkeypatch):
+@pytest.mark.parametrize("place", ["EleutherAI/gpt-neo-125m", "gpt-neo-125m"], ids=["by-repo-id", "released-name"])
+def test_weights_folder_is_used_without_network(weights, monkeypatch, place):
+    """weights/<owner>/<name>, or weights/<name> where earlier versions put the released models."""
     fake = install(monkeypatch, FakeSnapshotDownload(download=ConnectionError("no network in this test")))
-    folder = complete_folder(weights / "gpt-neo-125m")
+    folder = complete_folder(weights / place)
     assert resolve_model_dir("125M") == folder
     assert resolve_model_dir("EleutherAI/gpt-neo-125m") == folder
     assert fake.calls == []
+
+
+def test_released_name_folder_serves_no_other_owner(weights, monkeypatch):
+    offline(monkeypatch, True)
+    fake = install(monkeypatch, FakeSnapshotDownload())
+    complete_folder(weights / "gpt-neo-125m")
+    with pytest.raises(ModelNotFoundError, match="someone-else/gpt-neo-125m"):
+        resolve_model_dir("someone-else/gpt-neo-125m")
+    assert fake.downloads == []
 
 
 def test_weights_dir_follows_environment(tmp_path, monkeypatch):
@@ -205,7 +216,7 @@ def test_offline_without_local_copy(weights, monkeypatch):
     print(f"\n[offline] {message}")
     assert one_sentence(message), message
     assert "HF_HUB_OFFLINE" in message and "local" in message and REPO_125M in message
-    assert str(weights / "gpt-neo-125m") in message
+    assert str(weights / "EleutherAI" / "gpt-neo-125m") in message
     assert fake.downloads == []  # the cache probe may run, a download must not
 
 
@@ -256,7 +267,7 @@ def test_sharded_folder_is_complete_only_with_every_shard(weights, monkeypatch):
 
 def test_missing_shard_is_downloaded_into_the_same_folder(weights, monkeypatch):
     fake = install(monkeypatch, FakeSnapshotDownload(download=("model-00002-of-00002.safetensors",)))
-    folder = sharded_folder(weights / "gpt-neo-1.3B", present=1)
+    folder = sharded_folder(weights / "EleutherAI" / "gpt-neo-1.3B", present=1)
     assert resolve_model_dir("1.3B") == folder
     assert len(fake.downloads) == 1 and Path(fake.downloads[0]["local_dir"]) == folder
 
@@ -313,11 +324,11 @@ HUB_FILES_SHARDED = [
 def test_download_arguments(weights, monkeypatch):
     fake = install(monkeypatch, FakeSnapshotDownload())
     folder = resolve_model_dir("125M")
-    assert folder == weights / "gpt-neo-125m"
+    assert folder == weights / "EleutherAI" / "gpt-neo-125m"
     assert hub.is_complete_checkpoint(folder)
     (download,) = fake.downloads
     assert download["repo_id"] == REPO_125M
-    assert Path(download["local_dir"]) == weights / "gpt-neo-125m"
+    assert Path(download["local_dir"]) == folder
     assert Path(download["local_dir"]).resolve().is_relative_to(weights.resolve())
     patterns = download["allow_patterns"]
     assert patterns, "snapshot_download must be limited to the files neo_numpy reads"
