@@ -1,8 +1,8 @@
 """Turn a model name into a local checkpoint folder, downloading from the Hugging Face Hub when needed.
 
 "125M", "1.3B" and "2.7B" name EleutherAI's released models; any other "owner/name" is a hub repo id; anything
-that exists on disk is used as it is. Downloads go to the project's weights/ folder (or $NEO_NUMPY_WEIGHTS), in
-weights/<owner>/<name>; weights/<name> is still used for the three released models that earlier versions put there.
+that exists on disk is used as it is. Downloads go to the project's weights/ folder (or $NEO_NUMPY_WEIGHTS):
+weights/gpt-neo-125m for the released 125M, weights/<owner>/<name> for any other repo.
 """
 
 import os
@@ -107,17 +107,13 @@ def is_repo_id(name: str) -> bool:
 
 
 def download_folder(repo_id: str) -> Path:
-    """Where `python -m neo_numpy download` puts a hub model: weights_dir()/<owner>/<name>, keyed by the whole
-    repo id, so someone-else/gpt-neo-125m never finds EleutherAI's copy (or the other way round)."""
+    """Where a hub model is kept: weights_dir()/<name> for EleutherAI's three released models, and
+    weights_dir()/<owner>/<name> for any other repo, so someone-else/gpt-neo-125m never finds EleutherAI's copy."""
+    released = {repo.lower(): repo for repo in SHORT_NAMES.values()}.get(repo_id.lower())
+    if released is not None:
+        return weights_dir() / released.split("/")[1]
     owner, name = repo_id.split("/")
     return weights_dir() / owner / name
-
-
-def released_folder(repo_id: str):
-    """weights_dir()/<name>, where earlier versions downloaded the three released models; for those repos only."""
-    released = {repo.lower(): repo for repo in SHORT_NAMES.values()}
-    repo = released.get(repo_id.lower())
-    return None if repo is None else weights_dir() / repo.split("/")[1]
 
 
 def find_local_copy(repo_id: str):
@@ -126,9 +122,8 @@ def find_local_copy(repo_id: str):
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    for folder in (download_folder(repo_id), released_folder(repo_id)):
-        if folder is not None and is_complete_checkpoint(folder):
-            return folder
+    if is_complete_checkpoint(download_folder(repo_id)):
+        return download_folder(repo_id)
     try:
         cached = Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=FILES_NEEDED, local_files_only=True))
     except LocalEntryNotFoundError:  # not in the cache

@@ -161,15 +161,15 @@ def weights(tmp_path, monkeypatch):
 
 
 def test_another_owners_repo_never_gets_eleutherais_folder(weights, checkpoint_dirs):
-    legacy = shutil.copytree(checkpoint_dirs[SOURCE], weights / "gpt-neo-125m")  # where earlier versions put 125M
-    assert hub.resolve_model_dir("125M") == legacy
-    assert hub.resolve_model_dir("EleutherAI/gpt-neo-125m") == legacy
+    released = shutil.copytree(checkpoint_dirs[SOURCE], weights / "gpt-neo-125m")  # the released 125M's folder
+    assert hub.resolve_model_dir("125M") == released
+    assert hub.resolve_model_dir("EleutherAI/gpt-neo-125m") == released
     with expect_error(ModelNotFoundError, "someone-else/gpt-neo-125m", "HF_HUB_OFFLINE"):
         neo_numpy.load_model("someone-else/gpt-neo-125m")
     theirs = shutil.copytree(checkpoint_dirs[SOURCE], weights / "someone-else" / "gpt-neo-125m")
     assert hub.resolve_model_dir("someone-else/gpt-neo-125m") == theirs
     assert hub.download_folder("someone-else/gpt-neo-125m") == theirs
-    assert hub.download_folder("EleutherAI/gpt-neo-125m") == weights / "EleutherAI" / "gpt-neo-125m"
+    assert hub.download_folder("EleutherAI/gpt-neo-125m") == released
 
 
 @pytest.mark.parametrize("name", ["zz/..", "zz/../..", "EleutherAI/..", "a/b/../../..", "x/-y", "a--b/c"])

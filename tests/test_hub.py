@@ -140,7 +140,8 @@ def test_a_file_is_not_a_checkpoint_folder(tmp_path):
 def test_names_map_to_repo_ids(name, repo_id, weights, monkeypatch):
     fake = install(monkeypatch, FakeSnapshotDownload())
     folder = resolve_model_dir(name)
-    assert folder == weights / repo_id  # weights/<owner>/<name>: keyed by the whole repo id
+    released = repo_id.startswith("EleutherAI/")  # weights/<name> for those, weights/<owner>/<name> for others
+    assert folder == (weights / repo_id.split("/")[1] if released else weights / repo_id)
     assert {call["repo_id"] for call in fake.calls} == {repo_id}
 
 
@@ -156,11 +157,9 @@ def test_unknown_names_are_refused_without_network(name, weights, monkeypatch):
 # ---------------------------------------------------------------------------------------------- local copies first
 
 
-@pytest.mark.parametrize("place", ["EleutherAI/gpt-neo-125m", "gpt-neo-125m"], ids=["by-repo-id", "released-name"])
-def test_weights_folder_is_used_without_network(weights, monkeypatch, place):
-    """weights/<owner>/<name>, or weights/<name> where earlier versions put the released models."""
+def test_weights_folder_is_used_without_network(weights, monkeypatch):
     fake = install(monkeypatch, FakeSnapshotDownload(download=ConnectionError("no network in this test")))
-    folder = complete_folder(weights / place)
+    folder = complete_folder(weights / "gpt-neo-125m")
     assert resolve_model_dir("125M") == folder
     assert resolve_model_dir("EleutherAI/gpt-neo-125m") == folder
     assert fake.calls == []
@@ -172,6 +171,9 @@ def test_released_name_folder_serves_no_other_owner(weights, monkeypatch):
     complete_folder(weights / "gpt-neo-125m")
     with pytest.raises(ModelNotFoundError, match="someone-else/gpt-neo-125m"):
         resolve_model_dir("someone-else/gpt-neo-125m")
+    theirs = complete_folder(weights / "someone-else" / "gpt-neo-125m")
+    assert resolve_model_dir("someone-else/gpt-neo-125m") == theirs
+    assert resolve_model_dir("125M") == weights / "gpt-neo-125m"
     assert fake.downloads == []
 
 
@@ -216,7 +218,7 @@ def test_offline_without_local_copy(weights, monkeypatch):
     print(f"\n[offline] {message}")
     assert one_sentence(message), message
     assert "HF_HUB_OFFLINE" in message and "local" in message and REPO_125M in message
-    assert str(weights / "EleutherAI" / "gpt-neo-125m") in message
+    assert str(weights / "gpt-neo-125m") in message
     assert fake.downloads == []  # the cache probe may run, a download must not
 
 
@@ -267,7 +269,7 @@ def test_sharded_folder_is_complete_only_with_every_shard(weights, monkeypatch):
 
 def test_missing_shard_is_downloaded_into_the_same_folder(weights, monkeypatch):
     fake = install(monkeypatch, FakeSnapshotDownload(download=("model-00002-of-00002.safetensors",)))
-    folder = sharded_folder(weights / "EleutherAI" / "gpt-neo-1.3B", present=1)
+    folder = sharded_folder(weights / "gpt-neo-1.3B", present=1)
     assert resolve_model_dir("1.3B") == folder
     assert len(fake.downloads) == 1 and Path(fake.downloads[0]["local_dir"]) == folder
 
@@ -324,7 +326,7 @@ HUB_FILES_SHARDED = [
 def test_download_arguments(weights, monkeypatch):
     fake = install(monkeypatch, FakeSnapshotDownload())
     folder = resolve_model_dir("125M")
-    assert folder == weights / "EleutherAI" / "gpt-neo-125m"
+    assert folder == weights / "gpt-neo-125m"
     assert hub.is_complete_checkpoint(folder)
     (download,) = fake.downloads
     assert download["repo_id"] == REPO_125M
