@@ -32,6 +32,7 @@ from .errors import InputError
 from .loading import load_model
 
 MAX_GEN_TOKS = 256  # lm-eval's default for generate_until, as HFLM
+ROWS_PER_BLOCK = 8  # log_sum_exp works on 8 x 50257 float32 (1.6 MB) at a time
 SAMPLING_SETTINGS = ("temperature", "top_k", "top_p", "repetition_penalty")  # the generate_until keys passed on
 
 
@@ -115,11 +116,11 @@ class NeoNumpyLM(TemplateLM):
             scored = max(len(requests[index][2]) for ids in batch for index in readers[ids])
             logits = self.last_logits(batch, scored)  # [B, scored, V]
             for row_logits, ids in zip(logits, batch):
-                for index in readers[ids]:
-                    request, _, continuation = requests[index]
-                    results[index] = continuation_score(row_logits[len(row_logits) - len(continuation) :], continuation)
-                    if request is not None:  # rolling windows are cached per document instead
-                        self.cache_hook.add_partial("loglikelihood", request, results[index])
+                continuations = [requests[index][2] for index in readers[ids]]
+                for index, score in zip(readers[ids], continuation_scores(row_logits, continuations)):
+                    results[index] = score
+                    if requests[index][0] is not None:  # rolling windows are cached per document instead
+                        self.cache_hook.add_partial("loglikelihood", requests[index][0], score)
                     progress.update(1)
         progress.close()
         return results
@@ -201,12 +202,33 @@ class NeoNumpyLM(TemplateLM):
         return [self.tok_decode(row) for row in new_ids]
 
 
-def continuation_score(logits, continuation) -> tuple:
-    """(sum of log-softmax at the continuation's ids, every id the argmax): logits float32 [n, V], n ids."""
-    top = logits.max(axis=-1, keepdims=True)  # [n, 1]
-    log_normaliser = np.log(np.exp(logits - top).sum(axis=-1)) + top[:, 0]  # [n]
-    chosen = logits[np.arange(len(continuation)), continuation]  # [n]
-    return float((chosen - log_normaliser).sum()), bool((logits.argmax(axis=-1) == continuation).all())
+def continuation_scores(logits, continuations) -> list:
+    """(sum of log-softmax at the continuation's ids, every id the argmax) for continuations that end at the last
+    position: logits float32 [n, V] (overwritten) for the last n positions, each continuation at most n ids."""
+    n = len(logits)
+    greedy = logits.argmax(axis=-1)  # [n]
+    chosen = [logits[n - len(ids) :][np.arange(len(ids)), ids] for ids in continuations]  # read before overwriting
+    log_normaliser = log_sum_exp(logits, greedy)  # [n]
+    return [
+        (float((picked - log_normaliser[n - len(ids) :]).sum()), bool((greedy[n - len(ids) :] == ids).all()))
+        for picked, ids in zip(chosen, continuations)
+    ]
+
+
+def log_sum_exp(logits, argmax):
+    """log(sum(exp(logits))) over the vocabulary: [n, V] (overwritten with exp(logits - max)), argmax [n] -> [n].
+
+    In place, a few rows at a time so each block stays in the CPU cache between its subtract, exp and sum: for a
+    2048-token rolling window the logits are 400 MB, and fresh temporaries that size cost more than the arithmetic.
+    """
+    top = logits[np.arange(len(logits)), argmax]  # [n]
+    sums = np.empty(len(logits), dtype=np.float32)
+    for start in range(0, len(logits), ROWS_PER_BLOCK):
+        block = logits[start : start + ROWS_PER_BLOCK]  # [rows, V], a view
+        block -= top[start : start + ROWS_PER_BLOCK, None]
+        np.exp(block, out=block)
+        sums[start : start + ROWS_PER_BLOCK] = block.sum(axis=-1)
+    return np.log(sums) + top
 
 
 def left_padded(rows, pad_id: int):
