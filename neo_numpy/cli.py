@@ -1,4 +1,5 @@
-"""The command line: `python -m neo_numpy generate "EleutherAI has" -n 50` and `python -m neo_numpy download 125M`.
+"""The command line: `python -m neo_numpy generate "EleutherAI has" -n 50`, `python -m neo_numpy download 125M` and
+`python -m neo_numpy eval --tasks lambada_openai` (neo_numpy/evaluation.py; lm-eval itself loads only for `eval`).
 
 Text goes to stdout as it is generated; a one-line summary and any error go to stderr. Errors are one sentence
 and a non-zero exit status, never a traceback.
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from .config import NeoConfig
 from .errors import InputError, NeoNumpyError
+from .evaluation import add_eval_arguments, run_eval
 from .generation import stream_text
 from .hub import DEFAULT_MODEL, SHORT_NAMES, resolve_model_dir
 from .settings import GenerationSettings
@@ -25,7 +27,7 @@ LONGEST_TOKEN_BYTES = 128  # GPT-2's longest token: N positions never hold more 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m neo_numpy", description="GPT-Neo in NumPy: generate text, download checkpoints."
+        prog="python -m neo_numpy", description="GPT-Neo in NumPy: generate text, download checkpoints, evaluate."
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -103,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument(
         "model", nargs="?", default=DEFAULT_MODEL, help=f"125M, 1.3B, 2.7B or a repo id (default: {DEFAULT_MODEL})"
     )
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="score a model on lm-eval tasks",
+        description="Evaluate a model with EleutherAI's lm-evaluation-harness (pip install -r requirements-eval.txt).",
+    )
+    add_eval_arguments(evaluate)
     return parser
 
 
@@ -112,6 +121,8 @@ def main(argv=None) -> int:
         if args.command == "download":
             print(resolve_model_dir(args.model))
             return 0
+        if args.command == "eval":
+            return run_eval(args)
         return run_generate(args)
     except NeoNumpyError as error:
         print(f"error: {error}", file=sys.stderr)
