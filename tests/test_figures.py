@@ -6,6 +6,7 @@ run `python notebooks/figures/make_figures.py` and commit the PNG files it rewri
 """
 
 import importlib.util
+import re
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.image  # noqa: E402
+import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -40,3 +42,22 @@ def test_committed_figure_matches_its_script(name, tmp_path):
     assert fresh.shape == stored.shape and np.array_equal(fresh, stored), (
         f"{name} is out of date with make_figures.py: run python notebooks/figures/make_figures.py and commit it"
     )
+
+
+def embedded_images():
+    """Every image path the notebooks' markdown embeds, relative to notebooks/."""
+    found = set()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "markdown":
+                found.update(re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", cell.source))
+    return found
+
+
+def test_every_figure_is_embedded_and_every_embedded_image_exists():
+    embedded = embedded_images()
+    assert {f"figures/{name}" for name in FIGURES} <= embedded, "a figure no notebook shows"
+    missing = [image for image in embedded if not (ROOT / "notebooks" / image).is_file()]
+    assert not missing, f"notebooks embed images that do not exist: {missing}"
+    strays = {path.name for path in FIGURE_DIR.glob("*.png")} - set(FIGURES)
+    assert not strays, f"PNG files in notebooks/figures/ that make_figures.py does not draw: {sorted(strays)}"

@@ -1,11 +1,14 @@
-"""The notebooks in notebooks/ run top to bottom on a small test checkpoint, and are committed without outputs.
+"""The notebooks in notebooks/ run top to bottom on small test checkpoints, and are committed without outputs.
 
-Each notebook checks its own hand computation against neo_numpy (and transformers) with assertions, so executing
-it is the test: any exception in any cell fails it. The checkpoint is the "alternating" test model (hidden 64,
-4 layers, global/local, window 8), handed to the notebooks through $NEO_NUMPY_MODEL.
+Each notebook ends with a "Checks" section that asserts its hand computations against neo_numpy (and transformers),
+so executing it is the test: any exception in any cell fails it. Every notebook runs on the "local_first" test model
+(its first layer is local, and its window of 5 is shorter than the prompt), and those that go layer by layer also on
+the "alternating" one (global first, window 8), so nothing in them may assume a layer order, a window or a size.
 """
 
 import os
+import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -14,10 +17,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+# Every notebook on the local-first model; those that walk the layers also on the global-first one.
+RUNS = [(path, "local_first") for path in NOTEBOOKS] + [
+    (path, "alternating")
+    for path in NOTEBOOKS
+    if path.stem in ("03_attention", "05_block_and_forward", "06_generation")
+]
+
+
+def cells(path, kind):
+    return [cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == kind]
 
 
 def test_the_walkthrough_is_there():
-    assert len(NOTEBOOKS) >= 7, [path.name for path in NOTEBOOKS]
+    names = [path.stem for path in NOTEBOOKS]
+    assert names[0] == "00_overview" and len(names) >= 8, names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
@@ -31,17 +45,42 @@ def test_committed_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
-def test_loads_the_model_named_by_the_environment(path):
-    source = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code")
-    assert 'neo_numpy.load_model(os.environ.get("NEO_NUMPY_MODEL", "125M"))' in source
+def test_shared_setup_is_one_import(path):
+    """The model named by the environment (default: the released 125M), the rest from notebooks/nb_setup.py."""
+    first = cells(path, "code")[0]
+    assert 'neo_numpy.load_model(os.environ.get("NEO_NUMPY_MODEL", "125M"))' in first
+    assert len(re.findall(r"^from nb_setup import .+$", first, flags=re.M)) == 1
+    assert not any("def check(" in source or "GPTNeoForCausalLM" in source for source in cells(path, "code"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
-def test_notebook_runs(path, checkpoint_dirs):
+def test_exercises_then_checks_at_the_end(path):
+    markdown = cells(path, "markdown")
+    headings = [line for source in markdown for line in source.splitlines() if line.startswith("## ")]
+    assert headings[-2:] == ["## Try it", "## Checks"], headings
+    text = "\n".join(markdown)
+    exercises = text.split("## Try it", 1)[1].split("## Checks", 1)[0]
+    assert 2 <= len(re.findall(r"^\d\. ", exercises, flags=re.M)) <= 3
+    text = text.lower()
+    for phrase in ("test checkpoint", "random weights", "random test", "test weights"):
+        assert phrase not in text, f"{path.name}: the lesson talks about {phrase!r}"
+
+
+def test_the_local_first_window_is_shorter_than_the_prompt(neo_models):
+    sys.path.insert(0, str(NOTEBOOK_DIR))
+    from nb_setup import PROMPT
+
+    model = neo_models["local_first"]
+    assert model.config.attention_layers[0] == "local"
+    assert model.config.window_size < len(model.tokenizer.encode(PROMPT))
+
+
+@pytest.mark.parametrize("path, checkpoint", RUNS, ids=[f"{path.stem}-{checkpoint}" for path, checkpoint in RUNS])
+def test_notebook_runs(path, checkpoint, checkpoint_dirs):
     from nbclient import NotebookClient
 
     notebook = nbformat.read(path, as_version=4)
-    env = dict(os.environ, NEO_NUMPY_MODEL=str(checkpoint_dirs["alternating"]), MPLBACKEND="Agg", HF_HUB_OFFLINE="1")
+    env = dict(os.environ, NEO_NUMPY_MODEL=str(checkpoint_dirs[checkpoint]), MPLBACKEND="Agg", HF_HUB_OFFLINE="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     client = NotebookClient(
         notebook, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(NOTEBOOK_DIR)}}
@@ -50,6 +89,8 @@ def test_notebook_runs(path, checkpoint_dirs):
 
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
-    assert any("image/png" in output.get("data", {}) for output in outputs), f"{path.name} drew no picture"
+    drew = any("image/png" in output.get("data", {}) for output in outputs)
+    embeds = any("](figures/" in source for source in cells(path, "markdown"))
+    assert drew or embeds, f"{path.name} shows no picture"
     printed = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     assert "✓ matches" in printed, f"{path.name} printed no passing check"
