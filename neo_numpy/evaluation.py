@@ -49,6 +49,9 @@ def add_eval_arguments(parser) -> None:
         "-t", "--tasks", required=True, help="comma-separated lm-eval task names, e.g. lambada_openai,wikitext"
     )
     parser.add_argument("--include-path", type=Path, help="a folder of task YAMLs of your own (e.g. on local files)")
+    parser.add_argument(
+        "--num-fewshot", type=int, help="examples before each question (default: the task's own, usually 0)"
+    )
     parser.add_argument("--limit", type=float, help="at most this many documents per task (a fraction if < 1)")
     parser.add_argument("-b", "--batch-size", type=int, default=1, help="requests per forward pass (default: 1)")
     parser.add_argument("-o", "--output", type=Path, help="also write the results (without samples) to this JSON file")
@@ -80,7 +83,14 @@ def run_eval(args) -> int:
     )
     limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
     try:
-        results = simple_evaluate(model=model, tasks=tasks, task_manager=task_manager, limit=limit, log_samples=False)
+        results = simple_evaluate(
+            model=model,
+            tasks=tasks,
+            task_manager=task_manager,
+            num_fewshot=args.num_fewshot,
+            limit=limit,
+            log_samples=False,
+        )
     except (ConnectionError, FileNotFoundError) as error:  # what `datasets` raises for data it cannot fetch or find
         raise InputError(data_error_message(error, tasks)) from None
     print(results_table(results))
@@ -93,6 +103,8 @@ def check_eval_arguments(args) -> None:
     for flag, value in (("--batch-size", args.batch_size), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise InputError(f"{flag} must be at least 1, got {value}.")
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        raise InputError(f"--num-fewshot must be 0 or more, got {args.num_fewshot}.")
     if args.limit is not None and args.limit <= 0:
         raise InputError(f"--limit must be positive, got {args.limit:g}.")
     if args.include_path is not None and not args.include_path.is_dir():

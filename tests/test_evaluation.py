@@ -230,6 +230,15 @@ def test_eval_command_end_to_end(both_runs, eval_checkpoint, task_folder, tmp_pa
     assert written["neo_choice"]["acc,none"] == pytest.approx(np.mean([s["acc"] for s in first_three["neo_choice"]]))
 
 
+def test_eval_command_few_shot(eval_checkpoint, task_folder, tmp_path, capsys):
+    output = tmp_path / "few_shot.json"
+    flags = ["--tasks", "neo_choice", "--num-fewshot", "2", "--limit", "2", "--output", str(output)]
+    assert main(["eval", "--model", str(eval_checkpoint), "--include-path", str(task_folder), *flags]) == 0
+    written = json.loads(output.read_text())
+    assert written["n-shot"]["neo_choice"] == 2 and written["n-samples"]["neo_choice"]["effective"] == 2
+    assert "neo_choice" in capsys.readouterr().out
+
+
 def test_eval_command_unknown_task(eval_checkpoint, task_folder, capsys):
     status = main(
         [
@@ -274,7 +283,11 @@ def test_eval_command_without_lm_eval(eval_checkpoint):
 
 @pytest.mark.parametrize(
     "flags, message",
-    [(["--batch-size", "0"], "--batch-size must be at least 1"), (["--limit", "0"], "--limit must be positive")],
+    [
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--limit", "0"], "--limit must be positive"),
+        (["--num-fewshot", "-1"], "--num-fewshot must be 0 or more"),
+    ],
 )
 def test_eval_command_bad_arguments(flags, message, capsys):
     assert main(["eval", "--tasks", "lambada_openai", *flags]) == 1
