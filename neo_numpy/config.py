@@ -90,12 +90,12 @@ class NeoConfig:
         path = Path(path)
         try:
             exists = path.is_file()
-            text = path.read_bytes() if exists else None
+            data = path.read_bytes() if exists else None
         except OSError as error:  # an unreadable folder makes even is_file() fail
             raise CheckpointError(f"{path} could not be read ({error.strerror or error}).") from None
         if not exists:
             raise CheckpointError(f"{path} does not exist: a GPT-Neo checkpoint folder needs a config.json.")
-        return cls.from_dict(parse_json(text, str(path)), source=str(path))
+        return cls.from_dict(parse_json(data, str(path)), source=str(path))
 
 
 def _required(raw: dict, name: str, source: str):
