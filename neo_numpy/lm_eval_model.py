@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from .errors import InputError
 from .loading import load_model
+from .tokenizer import left_padded
 
 MAX_GEN_TOKS = 256  # lm-eval's default for generate_until, as HFLM
 ROWS_PER_BLOCK = 8  # log_sum_exp works on 8 x 50257 float32 (1.6 MB) at a time
@@ -229,17 +230,6 @@ def log_sum_exp(logits, argmax):
         np.exp(block, out=block)
         sums[start : start + ROWS_PER_BLOCK] = block.sum(axis=-1)
     return np.log(sums) + top
-
-
-def left_padded(rows, pad_id: int):
-    """Rows of ids of different lengths -> (ids int64 [B, T], attention_mask int64 [B, T]), padding on the left."""
-    width = max(len(row) for row in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = row
-        mask[i, width - len(row) :] = 1
-    return ids, mask
 
 
 def sampling(settings: dict) -> dict:

@@ -43,14 +43,7 @@ class NeoTokenizer:
         rows = [self.encode(text) for text in texts]
         if not all(rows):
             raise InputError("every prompt must contain at least one token; an empty prompt was given.")
-        width = max(len(row) for row in rows)
-        pad = self.eos_token_id if self.eos_token_id is not None else 0
-        ids = np.full((len(rows), width), pad, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row) :] = row
-            mask[i, width - len(row) :] = 1
-        return ids, mask
+        return left_padded(rows, self.eos_token_id if self.eos_token_id is not None else 0)
 
     def check_fits(self, config, source) -> None:
         """Refuse a tokenizer that can produce an id the model has no embedding for, or lacks the model's EOS."""
@@ -77,6 +70,17 @@ def checked_text(text) -> str:
             f"the prompt is not valid UTF-8 text (character {error.start} cannot be encoded); pass the text in UTF-8."
         ) from None
     return text
+
+
+def left_padded(rows, pad_id: int):
+    """Rows of token ids of different lengths -> (ids int64 [B, T], attention_mask int64 [B, T]), padded on the left."""
+    width = max(len(row) for row in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = row
+        mask[i, width - len(row) :] = 1
+    return ids, mask
 
 
 def load_tokenizer(name_or_path=DEFAULT_MODEL) -> NeoTokenizer:
