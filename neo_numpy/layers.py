@@ -10,15 +10,22 @@ import numpy as np
 
 MASKED_SCORE = float(np.finfo(np.float32).min)  # what transformers writes into disallowed attention scores
 GELU_SCALE = float(np.sqrt(2.0 / np.pi))  # Python floats keep float32 arrays float32 (NumPy 2 promotion rules)
+QUERY_BLOCK = 64  # prompt_attention's queries per block: small enough to skip most masked scores, big for BLAS
 
 
-def layer_norm(x, weight, bias, eps: float):
-    """Normalise each position's vector to mean 0 and (biased) variance 1, then scale and shift.  x: [..., D]"""
+def layer_norm(x, weight, bias, eps: float, out=None):
+    """Normalise each position's vector to mean 0 and (biased) variance 1, then scale and shift.  x: [..., D]
+
+    The result is written into `out` when given (same shape as x), else into a new array.
+    """
     width = x.shape[-1]
     mean = x.sum(axis=-1, keepdims=True) / width  # [..., 1]
-    centered = x - mean  # [..., D]
+    centered = np.subtract(x, mean, out=out)  # [..., D]
     variance = (centered * centered).sum(axis=-1, keepdims=True) / width  # [..., 1]  biased: divides by D, not D - 1
-    return centered / np.sqrt(variance + eps) * weight + bias  # [..., D]
+    centered /= np.sqrt(variance + eps)
+    centered *= weight
+    centered += bias
+    return centered  # [..., D]
 
 
 def linear(x, weight, bias=None):
@@ -35,11 +42,11 @@ def linear(x, weight, bias=None):
     return y.astype(np.float32, copy=False).reshape(*x.shape[:-1], weight.shape[0])  # [..., out]
 
 
-def gelu_new(x):
+def gelu_new(x, out=None):
     """GPT-2's tanh approximation of GELU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 
-    Computed in place in one buffer, step by step, because in a prompt x is large ([T, F]) and every
-    temporary array would cost a pass over memory.
+    Computed step by step in one buffer, because in a prompt x is large ([T, F]) and every temporary array
+    costs a pass over memory. `out=x` overwrites x with the result.
     """
     y = x * x  # x^2
     y *= x  # x^3
@@ -48,17 +55,18 @@ def gelu_new(x):
     y *= GELU_SCALE
     np.tanh(y, out=y)
     y += 1.0
-    y *= x
+    y = np.multiply(y, x, out=y if out is None else out)
     y *= 0.5
     return y
 
 
 def softmax(scores):
-    """Softmax over the last axis, after subtracting the row maximum so exp never overflows (one new buffer)."""
-    exps = scores - scores.max(axis=-1, keepdims=True)
-    np.exp(exps, out=exps)
-    exps /= exps.sum(axis=-1, keepdims=True)
-    return exps
+    """Softmax over the last axis, IN PLACE (scores is always a fresh buffer here), after subtracting the row
+    maximum so exp never overflows."""
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return scores
 
 
 def split_heads(x, num_heads: int):
@@ -83,6 +91,32 @@ def attention(q, k, v, allowed):
     np.copyto(scores, MASKED_SCORE, where=~allowed)  # [B, H, T, S]: disallowed scores become float32's minimum
     weights = softmax(scores)  # [B, H, T, S]
     return weights.astype(v.dtype, copy=False) @ v  # [B, H, T, Dh]
+
+
+def prompt_attention(q, k, v, allowed, window, pool, block: int = QUERY_BLOCK):
+    """`attention` of a prompt over its own keys, one block of queries at a time, merged: [B, T, D].
+
+    q, k, v: [B, H, T, Dh]; allowed: bool [B, 1, T, T] (causal, window, padding); window: the local window size,
+    or None for a global layer. Queries start..stop-1 can only see keys first..stop-1, where first is 0 for a global
+    layer and start - window + 1 for a local one, so only that band of scores is computed: about half the square
+    for global layers, and a band of width ~window instead of the square for local ones. The keys left out all
+    have weight exactly 0 in the full computation (exp of float32's minimum underflows), so the result is the same
+    up to float rounding, except for a query that sees no key at all (a padding position), whose output is
+    meaningless either way. Blocks run on the pool's threads, each writing its own rows of the result.
+    """
+    batch, heads, length, head_dim = q.shape
+    merged = np.empty_like(v, shape=(batch, length, heads * head_dim))  # [B, T, D]
+
+    def query_block(start: int):
+        stop = min(start + block, length)
+        first = 0 if window is None else max(0, start - window + 1)  # the oldest key any query of the block sees
+        out = attention(
+            q[:, :, start:stop], k[:, :, first:stop], v[:, :, first:stop], allowed[:, :, start:stop, first:stop]
+        )
+        merged[:, start:stop] = merge_heads(out)  # [B, stop - start, D]
+
+    pool.run(query_block, range(0, length, block), blas_threads_each=1)
+    return merged
 
 
 def mlp(x, layer):

@@ -17,9 +17,9 @@ from .cache import KVCache, prefill_masks
 from .config import NeoConfig
 from .errors import InputError
 from .inputs import check_token_ids, positions_from_mask
-from .layers import attention, layer_norm, linear, merge_heads, mlp, split_heads
+from .layers import attention, gelu_new, layer_norm, linear, merge_heads, prompt_attention, split_heads
 from .settings import GenerationSettings
-from .threads import MATRIX_VECTOR_ROWS, ThreadPlan, blas_threads, fastest_matrix_vector_threads
+from .threads import MATRIX_VECTOR_ROWS, RowPool, ThreadPlan, blas_threads, fastest_matrix_vector_threads
 from .tokenizer import tokenizer_from_folder
 
 
@@ -32,6 +32,7 @@ class NeoModel:
         self.backend = backend  # backend.Backend: NumPy or CuPy, and the weights' dtype
         self.path = path  # the checkpoint folder it came from
         self.threads = ThreadPlan.choose(threads)  # BLAS threads for prompts and for decode steps (see threads.py)
+        self.pool = RowPool(self.threads.prefill if backend.name == "numpy" else 1)  # elementwise work of prompts
         self._tokenizer = None
 
     # ------------------------------------------------------------------ the forward pass, one step at a time
@@ -40,30 +41,69 @@ class NeoModel:
         """Token plus position embeddings.  ids, positions: int [B, T] -> h: [B, T, D] float32"""
         return (self.weights.wte[input_ids] + self.weights.wpe[position_ids]).astype(np.float32, copy=False)
 
-    def attention_block(self, h, layer, layer_cache, start_pos: int, prompt_mask):
-        """Self-attention of one layer on the normalised stream h: [B, T, D] -> [B, T, D].
+    def attention_block(self, normed, layer, layer_cache, start_pos: int, prompt_mask):
+        """Self-attention of one layer on the normalised stream: [B, T, D] -> [B, T, D], without out_proj's bias
+        (`block` adds it together with the residual).
 
         Keys and values of these T positions go into the layer's cache. A prompt (start_pos == 0) attends to its
-        own keys under `prompt_mask` (bool [B, 1, T, T]); a decode step attends to every key the cache keeps.
+        own keys under `prompt_mask` (bool [B, 1, T, T]), one block of queries at a time on the pool's threads;
+        a decode step attends to every key the cache keeps.
         """
         heads = self.config.num_heads
-        q = split_heads(linear(h, layer.q_proj_weight), heads)  # [B, H, T, Dh]
-        k = split_heads(linear(h, layer.k_proj_weight), heads)  # [B, H, T, Dh]
-        v = split_heads(linear(h, layer.v_proj_weight), heads)  # [B, H, T, Dh]
+        q = split_heads(linear(normed, layer.q_proj_weight), heads)  # [B, H, T, Dh]
+        k = split_heads(linear(normed, layer.k_proj_weight), heads)  # [B, H, T, Dh]
+        v = split_heads(linear(normed, layer.v_proj_weight), heads)  # [B, H, T, Dh]
         layer_cache.store(k, v, start_pos)
         if start_pos == 0:  # prompt: attend to its own keys (a local layer's ring may not hold them all)
-            out = attention(q, k, v, prompt_mask)  # [B, H, T, Dh]
+            window = self.config.window_size if layer.kind == "local" else None
+            merged = prompt_attention(q, k, v, prompt_mask, window, self.pool)  # [B, T, D]
         else:  # decode: one query against everything the cache holds, its own key included
-            keys, values, visible = layer_cache.visible(start_pos + h.shape[1])
-            out = attention(q, keys, values, visible)  # [B, H, 1, Dh]
-        return linear(merge_heads(out), layer.out_proj_weight, layer.out_proj_bias)  # [B, T, D]
+            keys, values, visible = layer_cache.visible(start_pos + normed.shape[1])
+            merged = merge_heads(attention(q, keys, values, visible))  # [B, 1, D]
+        return linear(merged, layer.out_proj_weight)  # [B, T, D]
 
     def block(self, h, layer, layer_cache, start_pos: int, prompt_mask):
-        """One pre-LN transformer block: h + attn(ln_1(h)), then + mlp(ln_2(h)).  h: [B, T, D]"""
-        eps = self.config.layer_norm_epsilon
-        attn_in = layer_norm(h, layer.ln_1_weight, layer.ln_1_bias, eps)  # [B, T, D]
-        h = h + self.attention_block(attn_in, layer, layer_cache, start_pos, prompt_mask)
-        return h + mlp(layer_norm(h, layer.ln_2_weight, layer.ln_2_bias, eps), layer)  # [B, T, D]
+        """One pre-LN transformer block: h + attn(ln_1(h)), then + mlp(ln_2(h)).  h: [B, T, D] -> [B, T, D]
+
+        Each matrix product is one BLAS call over all B*T rows. The elementwise work between them (LayerNorms,
+        biases, residual adds, GELU) goes to the pool in blocks of rows: a prompt's run on every core, a decode
+        step's few rows inline. Additions happen in the order of h + (x @ W.T + b), so results do not change.
+        """
+        eps, shape, rows = self.config.layer_norm_epsilon, h.shape, self.pool.rows
+        count = shape[0] * shape[1]
+        x = h.reshape(count, shape[2])  # [N, D]
+        normed = np.empty_like(x)  # [N, D]: ln_1's output, then ln_2's
+
+        def ln_1(start, stop):
+            layer_norm(x[start:stop], layer.ln_1_weight, layer.ln_1_bias, eps, out=normed[start:stop])
+
+        rows(ln_1, count)
+        attended = self.attention_block(normed.reshape(shape), layer, layer_cache, start_pos, prompt_mask)
+        after_attention = attended.reshape(count, shape[2])  # [N, D], becomes h + attn(ln_1(h)) in place
+
+        def residual_then_ln_2(start, stop):
+            block = after_attention[start:stop]
+            block += layer.out_proj_bias
+            block += x[start:stop]
+            layer_norm(block, layer.ln_2_weight, layer.ln_2_bias, eps, out=normed[start:stop])
+
+        rows(residual_then_ln_2, count)
+        inner = linear(normed, layer.c_fc_weight)  # [N, F]
+
+        def bias_then_gelu(start, stop):
+            block = inner[start:stop]
+            block += layer.c_fc_bias
+            gelu_new(block, out=block)
+
+        rows(bias_then_gelu, count)
+        out = linear(inner, layer.c_proj_weight)  # [N, D], becomes the block's output in place
+
+        def residual(start, stop):
+            out[start:stop] += layer.c_proj_bias
+            out[start:stop] += after_attention[start:stop]
+
+        rows(residual, count)
+        return out.reshape(shape)
 
     def final_norm(self, h):
         """ln_f, the LayerNorm after the last block.  h: [B, T, D] -> [B, T, D]"""

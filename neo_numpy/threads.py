@@ -11,13 +11,16 @@ weights with each candidate count and keeps the fastest.
 """
 
 import os
+import threading
 import time
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
 from .errors import InputError
 from .untrusted_json import is_int
 
+ROW_BLOCK = 64  # rows per block of a prompt's elementwise work: [64, 3072] float32 is 0.8 MB, within L2
 MATRIX_VECTOR_ROWS = 8  # up to this many rows (batch x new positions) a product counts as matrix-vector work
 
 
@@ -82,3 +85,51 @@ def blas_threads(count: int):
         _controller = ThreadpoolController()
     with _controller.limit(limits=count, user_api="blas"):
         yield
+
+
+class RowPool:
+    """A few threads for a prompt's elementwise work (LayerNorm, GELU, adds) and attention blocks.
+
+    BLAS spreads each matrix product over the cores, but NumPy's ufuncs run on one core. They release the GIL,
+    though, so Python threads that each take a block of rows do run at the same time. A pool of 1 (CuPy, or
+    threads=1) runs everything in the calling thread.
+    """
+
+    def __init__(self, workers: int, block_rows: int = ROW_BLOCK):
+        self.workers = workers
+        self.block_rows = block_rows
+        self._executor = None  # started on first use
+
+    def rows(self, function, count: int):
+        """function(start, stop) over row blocks covering 0 .. count-1; a few rows (a decode step) run inline."""
+        if count < 2 * self.block_rows or self.workers == 1:
+            function(0, count)
+            return
+        blocks = [(start, min(start + self.block_rows, count)) for start in range(0, count, self.block_rows)]
+        self.run(lambda block: function(*block), blocks)
+
+    def run(self, function, items, blas_threads_each: int = None):
+        """function(item) for every item, on all workers (this thread included), each taking the next item when
+        it is done; returns when all are done. blas_threads_each limits BLAS inside (the pool is the parallelism)."""
+        items = list(items)
+        if self.workers == 1 or len(items) == 1:
+            for item in items:
+                function(item)
+            return
+        pending, lock = iter(items), threading.Lock()
+
+        def work():
+            while True:
+                with lock:
+                    item = next(pending, None)
+                if item is None:
+                    return
+                function(item)
+
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="neo_numpy")
+        with blas_threads(blas_threads_each) if blas_threads_each else nullcontext():
+            helpers = [self._executor.submit(work) for _ in range(self.workers - 1)]
+            work()
+            for helper in helpers:
+                helper.result()

@@ -1,0 +1,120 @@
+"""The engine's fast paths give what the plain computations give.
+
+prompt_attention (query blocks, only the keys a block can see, on a thread pool) against attention over the full
+masked square; elementwise work on row blocks of the pool against the same functions on the whole array.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+
+from neo_numpy.cache import prefill_masks
+from neo_numpy.layers import attention, gelu_new, layer_norm, merge_heads, prompt_attention
+from neo_numpy.threads import RowPool, blas_threads
+
+HEADS, HEAD_DIM = 3, 8
+
+
+def relative_error(ours, reference):
+    return float(np.abs(ours - reference).max() / np.abs(reference).max())
+
+
+def attention_inputs(padding, length, seed):
+    """q, k, v [B, H, T, Dh] and key_visible [B, T] with `padding[b]` padded positions on the left of row b."""
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal((len(padding), HEADS, length, HEAD_DIM), dtype=np.float32) for _ in range(3))
+    key_visible = np.ones((len(padding), length), dtype=bool)
+    for row, pad in enumerate(padding):
+        key_visible[row, :pad] = False
+    return q, k, v, key_visible
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(
+    "length, block, window, padding",
+    [
+        (100, 16, 256, [0]),  # T not a multiple of the block; the window longer than the prompt
+        (100, 16, 5, [0, 7]),  # a window shorter than the block; left padding
+        (64, 64, 20, [0, 30]),  # one block exactly
+        (37, 8, 13, [36, 0, 3]),  # a row with one real token; the window not a multiple of the block
+        (130, 64, 64, [0, 70]),  # the window equal to the block; padding longer than the block
+    ],
+)
+def test_blocked_attention_equals_the_full_masked_square(length, block, window, padding, workers):
+    q, k, v, key_visible = attention_inputs(padding, length, seed=length + block)
+    masks = prefill_masks(np, key_visible, window)
+    real_queries = key_visible[:, :, None]  # [B, T, 1]: a padded query sees no key and its output means nothing
+    pool = RowPool(workers)
+    for kind, window_size in (("global", None), ("local", window)):
+        full = merge_heads(attention(q, k, v, masks[kind]))  # [B, T, D]
+        blocked = prompt_attention(q, k, v, masks[kind], window_size, pool, block=block)
+        assert blocked.shape == full.shape and blocked.dtype == np.float32
+        assert relative_error(np.where(real_queries, blocked, 0), np.where(real_queries, full, 0)) < 1e-6, kind
+
+
+def test_blocked_attention_never_computes_hidden_keys():
+    """Keys a block cannot see may hold anything, even NaN: the blocked path must not read them."""
+    length, block, window = 96, 16, 10
+    q, k, v, key_visible = attention_inputs([0], length, seed=1)
+    masks = prefill_masks(np, key_visible, window)
+    reference = prompt_attention(q, k, v, masks["local"], window, RowPool(1), block=block)
+    for query_block in range(0, length, block):
+        poisoned_k, poisoned_v = k.copy(), v.copy()
+        oldest_seen = max(0, query_block - window + 1)
+        poisoned_k[:, :, :oldest_seen] = np.nan  # older than any key of this block's windows
+        poisoned_v[:, :, :oldest_seen] = np.nan
+        out = prompt_attention(q, poisoned_k, poisoned_v, masks["local"], window, RowPool(1), block=block)
+        rows = slice(query_block, query_block + block)
+        assert np.array_equal(out[:, rows], reference[:, rows])
+
+
+@pytest.mark.parametrize("count", [1, 8, 127, 128, 300])  # inline (below two blocks), exactly two, ragged end
+def test_row_blocks_give_the_plain_results_exactly(count):
+    rng = np.random.default_rng(count)
+    x = rng.standard_normal((count, 24), dtype=np.float32) * 3
+    weight, bias = rng.standard_normal(24, dtype=np.float32), rng.standard_normal(24, dtype=np.float32)
+    normed, activated = np.empty_like(x), x.copy()
+    pool = RowPool(2, block_rows=64)
+
+    def both(start, stop):
+        layer_norm(x[start:stop], weight, bias, 1e-5, out=normed[start:stop])
+        gelu_new(activated[start:stop], out=activated[start:stop])
+
+    pool.rows(both, count)
+    assert np.array_equal(normed, layer_norm(x, weight, bias, 1e-5))
+    assert np.array_equal(activated, gelu_new(x))
+    assert normed.dtype == activated.dtype == np.float32
+
+
+def test_pool_runs_every_item_once_on_several_threads_and_restores_blas_threads():
+    from threadpoolctl import threadpool_info
+
+    def blas_counts():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    pool = RowPool(2)
+    seen, threads, lock = [], set(), threading.Lock()
+    release = threading.Barrier(2, timeout=10)  # the first two items wait for each other: two threads at once
+
+    def record(item):
+        if item < 2:
+            release.wait()
+        with lock:
+            seen.append(item)
+            threads.add(threading.get_ident())
+
+    with blas_threads(2):
+        before = blas_counts()
+        pool.run(record, range(10), blas_threads_each=1)
+        assert blas_counts() == before
+    assert sorted(seen) == list(range(10)) and len(threads) == 2
+
+
+def test_pool_passes_on_a_worker_error():
+    def fail_on_three(item):
+        if item == 3:
+            raise ValueError("item 3")
+
+    with pytest.raises(ValueError, match="item 3"):
+        RowPool(2).run(fail_on_three, range(6))
