@@ -48,13 +48,15 @@ def write_tasks(folder: Path) -> Path:
     """Four task YAMLs and their JSON-lines data in `folder`; returns it (an --include-path)."""
     rng = np.random.default_rng(0)
     data = {
-        "lambada": [{"text": " ".join(sentence(rng, n) for n in (8, 9, 7))} for _ in range(6)],
+        "lambada": [
+            {"text": " ".join(sentence(rng, n) for n in lengths)} for lengths in [(8, 9, 7)] * 5 + [(30, 30, 30)]
+        ],
         "rolling": [{"page": "\n".join(sentence(rng, 14) for _ in range(n))} for n in (18, 3, 11)],
         "choice": [
             {"question": sentence(rng, 6), "choices": [" yes", " no", " " + sentence(rng, 3)], "label": i % 3}
             for i in range(5)
         ],
-        "generate": [{"prompt": sentence(rng, 12), "answer": "the"} for _ in range(5)],
+        "generate": [{"prompt": sentence(rng, n), "answer": "the"} for n in (12, 12, 12, 12, 70)],
     }
     for name, docs in data.items():
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(doc) + "\n" for doc in docs), encoding="utf-8")
@@ -175,11 +177,14 @@ def test_generated_texts_are_identical(both_runs):
     assert any(text.strip() for text in ours)  # something was generated, so the comparison says something
 
 
-def test_rolling_documents_span_several_windows(both_runs, eval_checkpoint):
+def test_the_tasks_reach_past_the_context(both_runs, eval_checkpoint):
+    """Rolling documents need one window and many; a passage and a prompt are cut on the left, as in HFLM."""
     tokenizer = neo_numpy.load_tokenizer(eval_checkpoint)
-    pages = [sample["doc"]["page"] for sample in both_runs[0]["samples"]["neo_rolling"]]
-    lengths = sorted(len(tokenizer.encode(page)) for page in pages)
-    assert lengths[0] < CONTEXT and lengths[-1] > 4 * CONTEXT  # one window, and many
+    samples = both_runs[0]["samples"]
+    lengths = sorted(len(tokenizer.encode(sample["doc"]["page"])) for sample in samples["neo_rolling"])
+    assert lengths[0] < CONTEXT and lengths[-1] > 4 * CONTEXT
+    assert max(len(tokenizer.encode(sample["doc"]["text"])) for sample in samples["neo_lambada"]) > CONTEXT + 1
+    assert max(len(tokenizer.encode(sample["doc"]["prompt"])) for sample in samples["neo_generate"]) > CONTEXT - 12
 
 
 def test_last_positions_gives_the_tail_of_the_logits(eval_checkpoint):
