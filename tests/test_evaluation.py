@@ -297,3 +297,16 @@ def test_eval_command_without_lm_eval(eval_checkpoint):
 def test_eval_command_bad_arguments(flags, message, capsys):
     assert main(["eval", "--tasks", "lambada_openai", *flags]) == 1
     assert capsys.readouterr().err.strip() == f"error: {message}, got {flags[1]}."
+
+
+def test_generation_settings_and_model_arguments(eval_checkpoint):
+    from neo_numpy.lm_eval_model import NeoNumpyLM, sampling
+
+    assert sampling({"do_sample": False, "temperature": 0.0}) == {}  # greedy, as lm-eval normalises it
+    sampled = sampling({"do_sample": True, "temperature": 0.7, "top_p": 0.9})
+    assert sampled.keys() == {"do_sample", "temperature", "top_p", "seed"} and sampled["temperature"] == 0.7
+    with pytest.raises(InputError, match="'num_beams' is not supported"):
+        sampling({"do_sample": True, "num_beams": 4})
+    with pytest.raises(InputError, match="batch_size must be a positive integer, got 'auto'"):
+        NeoNumpyLM(eval_checkpoint, batch_size="auto")
+    assert NeoNumpyLM(eval_checkpoint, batch_size="4", threads=1).batch_size == 4  # lm-eval passes strings too
