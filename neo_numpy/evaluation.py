@@ -109,6 +109,8 @@ def check_eval_arguments(args) -> None:
         raise InputError(f"--limit must be positive, got {args.limit:g}.")
     if args.include_path is not None and not args.include_path.is_dir():
         raise InputError(f"--include-path {args.include_path} is not a folder.")
+    if args.output is not None and not args.output.absolute().parent.is_dir():  # found out now, not after hours
+        raise InputError(f"--output must be in an existing folder, got {args.output}.")
 
 
 def load_harness(include_path):

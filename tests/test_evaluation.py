@@ -292,6 +292,7 @@ def test_eval_command_without_lm_eval(eval_checkpoint):
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--limit", "0"], "--limit must be positive"),
         (["--num-fewshot", "-1"], "--num-fewshot must be 0 or more"),
+        (["--output", "no-such-folder/results.json"], "--output must be in an existing folder"),
     ],
 )
 def test_eval_command_bad_arguments(flags, message, capsys):
