@@ -8,6 +8,8 @@ both backends without asking which one it is on.
 
 import numpy as np
 
+from .threads import MATRIX_VECTOR_ROWS
+
 MASKED_SCORE = float(np.finfo(np.float32).min)  # what transformers writes into disallowed attention scores
 GELU_SCALE = float(np.sqrt(2.0 / np.pi))  # Python floats keep float32 arrays float32 (NumPy 2 promotion rules)
 QUERY_BLOCK = 64  # prompt_attention's queries per block: small enough to skip most masked scores, big for BLAS
@@ -34,9 +36,13 @@ def linear(x, weight, bias=None):
     The leading axes are flattened first, so a batch is one matrix-matrix product (NumPy would otherwise loop,
     reading the weight once per batch row). With float16 weights (GPU) the product runs in the weights' dtype
     and the result comes back as float32.
+
+    A few rows (a decode step: at most MATRIX_VECTOR_ROWS) are multiplied as W @ x.T, [out, in] @ [in, N]: for
+    2 to 8 rows OpenBLAS runs that orientation about 25% faster than x @ W.T (measured), for 1 row the same.
     """
     rows = x.reshape(-1, x.shape[-1]).astype(weight.dtype, copy=False)  # [N, in]: one matrix product for all rows
-    y = rows @ weight.T  # [N, out]
+    few_rows = rows.shape[0] <= MATRIX_VECTOR_ROWS
+    y = np.ascontiguousarray((weight @ rows.T).T) if few_rows else rows @ weight.T  # [N, out]
     if bias is not None:
         y += bias
     return y.astype(np.float32, copy=False).reshape(*x.shape[:-1], weight.shape[0])  # [..., out]
