@@ -1,7 +1,9 @@
 """The engine's fast paths give what the plain computations give.
 
 prompt_attention (query blocks, only the keys a block can see, on a thread pool) against attention over the full
-masked square; elementwise work on row blocks of the pool against the same functions on the whole array.
+masked square; elementwise work on row blocks of the pool against the same functions on the whole array; the
+W @ x.T orientation of few-row products and the fused q/k/v weight. (Whole-model parity with transformers is in
+test_forward_parity.py and test_generation.py.)
 """
 
 import threading
@@ -9,8 +11,9 @@ import threading
 import numpy as np
 import pytest
 
+import neo_numpy
 from neo_numpy.cache import prefill_masks
-from neo_numpy.layers import attention, gelu_new, layer_norm, merge_heads, prompt_attention
+from neo_numpy.layers import attention, gelu_new, layer_norm, linear, merge_heads, prompt_attention
 from neo_numpy.threads import RowPool, blas_threads
 
 HEADS, HEAD_DIM = 3, 8
@@ -118,3 +121,22 @@ def test_pool_passes_on_a_worker_error():
 
     with pytest.raises(ValueError, match="item 3"):
         RowPool(2).run(fail_on_three, range(6))
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 9])  # 1 to 8 rows take the W @ x.T orientation
+def test_linear_gives_x_times_w_transposed_in_either_orientation(rows):
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 1, 40), dtype=np.float32)
+    weight, bias = rng.standard_normal((24, 40), dtype=np.float32), rng.standard_normal(24, dtype=np.float32)
+    y = linear(x, weight, bias)
+    assert y.shape == (rows, 1, 24) and y.dtype == np.float32 and y.flags.c_contiguous
+    assert relative_error(y, x.astype(np.float64) @ weight.T.astype(np.float64) + bias) < 1e-6
+
+
+def test_fused_qkv_shares_memory_with_the_layer_weights(checkpoint_dirs):
+    model = neo_numpy.load_model(checkpoint_dirs["alternating"])
+    width = model.config.hidden_size
+    for layer, stacked in zip(model.weights.layers, model.qkv_weights):
+        assert stacked.shape == (3 * width, width)
+        for i, part in enumerate((layer.q_proj_weight, layer.k_proj_weight, layer.v_proj_weight)):
+            assert np.shares_memory(part, stacked) and np.array_equal(part, stacked[i * width : (i + 1) * width])
