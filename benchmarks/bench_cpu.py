@@ -1,40 +1,53 @@
-"""neo_numpy against transformers on the CPU, in one process, on the same checkpoint and the same threads.
+"""neo_numpy against transformers on the CPU: every measurement in its own fresh process, alternating, in rounds.
 
-    python benchmarks/bench_cpu.py                           # 125M, 5 repeats, every section
-    python benchmarks/bench_cpu.py --model 1.3B --repeats 3 --only decode,bound,prefill
-    python benchmarks/bench_cpu.py --model path/to/checkpoint --threads 2 --json results.json
+    python benchmarks/bench_cpu.py                           # 125M, 3 rounds, every section
+    python benchmarks/bench_cpu.py --rounds 5 --only decode,bound,prefill
+    python benchmarks/bench_cpu.py --model 1.3B --rounds 3 --json results.json
 
 --model 125M / 1.3B / 2.7B uses the released checkpoint when it is already on this machine (weights/ or the
 Hugging Face cache; nothing is downloaded), otherwise a random-weight checkpoint of exactly that shape, built once
 with transformers into benchmarks/.cache/ (speed depends on the shapes only, not on the numbers in them).
 
-Sections (--only picks some): memory, load, decode, bound, batch, prefill, long. Every timing is the median over
---repeats runs, neo_numpy and transformers alternating. Progress goes to stderr; the markdown table to stdout.
+Sections (--only picks some): bound, decode, batch, prefill, long, load, memory. Each round starts a fresh Python
+process per library and section (which library goes first flips every round), so no run inherits another's
+threads, caches or allocator state; the machine's bounds are measured again in every round. The report gives the
+median over rounds and the spread (lowest - highest), and warns when other programs used the CPU during a run.
+Progress goes to stderr; the markdown report to stdout.
 """
 
 import argparse
-import gc
+import json
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (puts the project root on sys.path, sets HF_HUB_OFFLINE=1)
-from common import median, settle, timed  # noqa: E402
+from common import median, timed  # noqa: E402
 
-SECTIONS = ("memory", "load", "decode", "bound", "batch", "prefill", "long")
+SECTIONS = ("bound", "decode", "batch", "prefill", "long", "load", "memory")
+LIBRARIES = ("neo_numpy", "transformers")
 PROMPT_TOKENS = 32  # decode prompts
 NEW_TOKENS = 64  # decode length; per-token time = (t[64 new] - t[1 new]) / 63, so the prefill cancels out
 BATCH = 8
 PREFILL_TOKENS = 512
 LONG_PROMPT, SHORT_PROMPT, TIMED_STEPS = 1984, 48, 16  # decode steps at positions 1984..1999 versus 48..63
+INNER_REPEATS = 3  # timed runs inside one worker process after its warm-up; the worker reports their median
 EOS = 50256
+BUSY_CORES = 0.15  # other programs using more than this many cores on average during a run: a warning
+BOUND_MOVED = 0.10  # a bound that moved by more than this fraction between rounds: a warning
 
-# Targets from the "Performance" issue. Only these two have a number; the other rows are reported against
-# transformers in the same run (the ratio column) without a pass/fail line.
+# Targets from the "Performance" issues; ratios are measured in the same run. The report marks each PASS or MISS.
 TARGETS = {
-    "long_over_short": 1.25,  # decode time per token at position ~2000 within 25% of position ~50
-    "load_peak_over_file": 1.1,  # peak RSS while loading <= 1.1 x the checkpoint file
+    "decode_vs_transformers": 2.0,  # batch-1 decode tokens/s, neo_numpy / transformers
+    "decode_of_bandwidth_bound": 0.90,  # batch-1 decode tokens/s / the bandwidth bound's tokens/s
+    "prefill_vs_transformers": 1.2,  # 512-token prefill tokens/s, neo_numpy / transformers
+    "batch_over_single": 4.0,  # batch-8 decode tokens/s / batch-1 decode tokens/s (neo_numpy)
+    "long_over_short": 1.25,  # decode time per token at position ~2000 over position ~50 (at most)
+    "load_peak_over_file": 1.1,  # peak RSS while loading / the checkpoint file (at most)
+    "load_seconds": 1.0,  # load_model, warm page cache (at most; the 125M target)
 }
 
 
@@ -42,7 +55,7 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------------------------------------- setup
+# ---------------------------------------------------------------------------------------------- checkpoint
 
 
 def resolve_checkpoint(name: str):
@@ -65,242 +78,131 @@ def resolve_checkpoint(name: str):
     return folder, f"checkpoint folder {folder}"
 
 
-def transformers_from_neo(model, folder: Path):
-    """A GPTNeoForCausalLM whose parameters are torch.from_numpy views of neo_numpy's arrays (no second copy).
-
-    Used when the machine cannot hold two copies of the weights (2.7B: 2 x 10.7 GB). The arrays have
-    transformers' own [out, in] layout, so its products run exactly as after from_pretrained.
-    """
-    import torch
-    from transformers import GPTNeoConfig, GPTNeoForCausalLM
-    from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
-
-    from neo_numpy.checkpoint import LAYER_TENSORS
-
-    config = GPTNeoConfig.from_pretrained(folder)
-    config._attn_implementation = "eager"
-    with torch.device("meta"):  # parameters and buffers without storage
-        tf_model = GPTNeoForCausalLM(config)
-    weights = model.weights
-    state = {
-        "transformer.wte.weight": weights.wte,
-        "transformer.wpe.weight": weights.wpe,
-        "transformer.ln_f.weight": weights.ln_f_weight,
-        "transformer.ln_f.bias": weights.ln_f_bias,
-        "lm_head.weight": weights.lm_head,
-    }
-    for i, layer in enumerate(weights.layers):
-        for field, (name, _) in LAYER_TENSORS.items():
-            state[f"transformer.h.{i}.{name}"] = getattr(layer, field)
-    tf_model.load_state_dict({name: torch.from_numpy(array) for name, array in state.items()}, assign=True, strict=True)
-    for module in tf_model.modules():  # the causal-mask buffers are not in the state dict: build them as __init__ does
-        if isinstance(module, GPTNeoSelfAttention):
-            positions = config.max_position_embeddings
-            bias = torch.tril(torch.ones((positions, positions), dtype=torch.bool)).view(1, 1, positions, positions)
-            if module.attention_type == "local":
-                bias = torch.bitwise_xor(bias, torch.tril(bias, -config.window_size))
-            module.bias = bias
-    left = [
-        name for name, tensor in list(tf_model.named_parameters()) + list(tf_model.named_buffers()) if tensor.is_meta
-    ]
-    if left:
-        sys.exit(f"could not build transformers' model on neo_numpy's arrays: {left[0]} has no data.")
-    return tf_model.eval()
+# ---------------------------------------------------------------------------------------------- worker processes
+# A worker loads one library, warms up, times one section INNER_REPEATS times and prints one JSON line.
 
 
-def load_both(folder: Path, args, sections, results):
-    """Load transformers' model (from_pretrained) and neo_numpy's, timing the loads when 'load' is asked for."""
-    import torch
-    import transformers
-    from transformers import GPTNeoForCausalLM
+def prompt_ids(batch: int, length: int, seed: int):
+    import numpy as np
 
-    import neo_numpy
+    return np.random.default_rng(seed).integers(0, EOS, size=(batch, length))
 
-    transformers.utils.logging.disable_progress_bar()
-    need_transformers = bool(sections & {"load", "decode", "batch", "prefill"})
-    loads = 2 if "load" in sections else 1
-    file_bytes = common.safetensors_bytes(folder)
-    available = common.memory_available()
-    share = args.transformers_weights == "share"
-    if args.transformers_weights == "auto" and available is not None and need_transformers:
-        share = available < 2.3 * file_bytes + (1 << 30)
-    if share and need_transformers:
-        why = (
-            "--transformers-weights share"
-            if args.transformers_weights == "share"
-            else f"{common.gb(available)} GB of memory is available, too little for two copies of {common.gb(file_bytes)} GB"
-        )
-        log(f"transformers will use neo_numpy's weight arrays ({why}).")
 
-    tf_model, tf_times = None, []
-    if need_transformers and not share:  # first, so that only one copy exists while the other library loads
+class NeoRunner:
+    """neo_numpy, as a user calls it."""
+
+    def __init__(self, folder, threads, loads=1):
+        import neo_numpy
+
+        self.load_seconds = []
+        for _ in range(loads):  # a second load finds the file in the page cache
+            self.model = None  # never two copies at once
+            seconds, self.model = timed(neo_numpy.load_model, folder, threads=threads)
+            self.load_seconds.append(seconds)
+
+    def generate(self, ids, new_tokens):
+        return self.model.generate(ids, max_new_tokens=new_tokens, eos_token_id=None)
+
+    def forward(self, ids):
+        return self.model.forward(ids)
+
+    def details(self):
+        from threadpoolctl import threadpool_info
+
+        threads = self.model.threads
+        blas = [pool for pool in threadpool_info() if pool.get("user_api") == "blas"]
+        return {"threads": {"prefill": threads.prefill, "decode": threads.decode}, "blas": blas}
+
+
+class TransformersRunner:
+    """transformers' GPTNeoForCausalLM, eager attention, fp32, under torch.inference_mode()."""
+
+    def __init__(self, folder, threads, loads=1):
+        import torch
+        import transformers
+        from transformers import GPTNeoForCausalLM
+
+        transformers.utils.logging.disable_progress_bar()
+        if threads:
+            torch.set_num_threads(threads)
+        self.load_seconds = []
         for _ in range(loads):
-            tf_model = None
-            gc.collect()
-            seconds, tf_model = timed(
+            self.model = None
+            seconds, self.model = timed(
                 GPTNeoForCausalLM.from_pretrained, folder, dtype=torch.float32, attn_implementation="eager"
             )
-            tf_times.append(seconds)
-        tf_model.eval()
-    model, neo_times = None, []
-    for _ in range(loads):
-        model = None
-        gc.collect()
-        seconds, model = timed(neo_numpy.load_model, folder, threads=args.threads)
-        neo_times.append(seconds)
-    if need_transformers and share:
-        tf_model = transformers_from_neo(model, folder)
-    if "load" in sections:
-        results["load"] = {"neo_seconds": neo_times, "transformers_seconds": tf_times, "file_bytes": file_bytes}
-    results["transformers_weights"] = (
-        "not loaded (no section needs it)"
-        if not need_transformers
-        else "shared with neo_numpy (torch.from_numpy)"
-        if share
-        else "from_pretrained"
-    )
-    if tf_model is not None:
-        assert tf_model.config._attn_implementation == "eager", tf_model.config._attn_implementation
-        torch.set_num_threads(args.torch_threads or model.threads.prefill)
-    return model, tf_model
+            self.load_seconds.append(seconds)
+        self.model.eval()
+        assert self.model.config._attn_implementation == "eager", self.model.config._attn_implementation
 
+    def generate(self, ids, new_tokens):
+        import torch
 
-# ---------------------------------------------------------------------------------------------- the measurements
+        with torch.inference_mode():
+            tensor = torch.from_numpy(ids)
+            out = self.model.generate(
+                tensor,
+                attention_mask=torch.ones_like(tensor),
+                do_sample=False,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                pad_token_id=0,
+            )
+        return out.numpy()
 
+    def forward(self, ids):
+        import torch
 
-def neo_generate(model, ids, new_tokens):
-    return model.generate(ids, max_new_tokens=new_tokens, eos_token_id=None)
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(ids)).logits.numpy()
 
+    def details(self):
+        import torch
 
-def tf_generate(tf_model, ids, new_tokens):
-    import torch
-
-    with torch.inference_mode():
-        tensor = torch.from_numpy(ids)
-        out = tf_model.generate(
-            tensor,
-            attention_mask=torch.ones_like(tensor),
-            do_sample=False,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            pad_token_id=0,
+        config = torch.__config__.show()
+        blas = next(
+            (part.split("=", 1)[1] for part in config.replace(",", " ").split() if part.startswith("BLAS_INFO=")), "?"
         )
-    return out.numpy()
-
-
-def measure_decode(model, tf_model, ids, repeats):
-    """Greedy generation of 1 and of NEW_TOKENS tokens, alternating the libraries; per-token time excludes prefill."""
-    runners = {"neo": lambda n: neo_generate(model, ids, n)}
-    if tf_model is not None:
-        runners["transformers"] = lambda n: tf_generate(tf_model, ids, n)
-    outputs = {name: run(NEW_TOKENS) for name, run in runners.items()}  # warm-up, and the ids to compare
-    times = {name: {1: [], NEW_TOKENS: []} for name in runners}
-    for repeat in range(repeats):
-        order = list(runners) if repeat % 2 == 0 else list(runners)[::-1]
-        for new_tokens in (NEW_TOKENS, 1):
-            for name in order:
-                settle()
-                seconds, _ = timed(runners[name], new_tokens)
-                times[name][new_tokens].append(seconds)
-    result = {"batch": ids.shape[0], "prompt_tokens": ids.shape[1], "new_tokens": NEW_TOKENS}
-    for name in runners:
-        per_step = (median(times[name][NEW_TOKENS]) - median(times[name][1])) / (NEW_TOKENS - 1)
-        result[name] = {
-            "seconds_new_64": times[name][NEW_TOKENS],
-            "seconds_new_1": times[name][1],
-            "seconds_per_step": per_step,
-            "tokens_per_second": ids.shape[0] / per_step,
+        return {
+            "threads": {"torch": torch.get_num_threads()},
+            "blas": blas,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         }
-    if tf_model is not None:
-        result["ids_identical"] = bool((outputs["neo"] == outputs["transformers"]).all())
-        if not result["ids_identical"]:
-            differ = (outputs["neo"] != outputs["transformers"]).any(axis=0).nonzero()[0]
-            result["first_difference_at_new_token"] = int(differ[0]) - ids.shape[1]
-            result["neo_chose_eos_there"] = bool((outputs["neo"][:, differ[0]] == EOS).any())
-    return result
 
 
-def measure_bound(model, repeats):
-    """Matrix-vector products x @ W.T over every weight matrix, as one decode step reads them: the memory-bandwidth bound."""
+def worker_decode(runner, batch: int):
+    """Greedy decode of NEW_TOKENS and of 1 token, alternating; the difference is decode only (prefill cancels)."""
+    ids = prompt_ids(batch, PROMPT_TOKENS, seed=batch)
+    generated = runner.generate(ids, NEW_TOKENS)  # warm-up (neo_numpy also measures its decode threads here)
+    long_runs, short_runs = [], []
+    for _ in range(INNER_REPEATS):
+        long_runs.append(timed(runner.generate, ids, NEW_TOKENS)[0])
+        short_runs.append(timed(runner.generate, ids, 1)[0])
+    per_step = (median(long_runs) - median(short_runs)) / (NEW_TOKENS - 1)
+    return {"tokens_per_second": batch / per_step, "seconds_per_step": per_step, "ids": generated.tolist()}
+
+
+def worker_prefill(runner, logits_path):
+    """forward on PREFILL_TOKENS tokens, all logits; the warm-up's logits go to logits_path for the comparison."""
     import numpy as np
 
-    from neo_numpy.threads import blas_threads
-
-    matrices = []
-    for layer in model.weights.layers:
-        matrices += [
-            layer.q_proj,
-            layer.k_proj,
-            layer.v_proj,
-            layer.out_proj_weight,
-            layer.c_fc_weight,
-            layer.c_proj_weight,
-        ]
-    matrices.append(model.weights.lm_head)  # [vocab, hidden]
-    rng = np.random.default_rng(0)
-    inputs = {width: rng.standard_normal((1, width), dtype=np.float32) for width in {m.shape[1] for m in matrices}}
-
-    def sweep():
-        for weight in matrices:
-            inputs[weight.shape[1]] @ weight.T  # [1, in] @ [in, out]
-
-    sweeps = max(10, 2 * repeats)
-    with blas_threads(model.blas_threads_for(1)):
-        sweep()
-        times = []
-        for _ in range(sweeps):
-            times.append(timed(sweep)[0])
-    total_bytes = sum(m.nbytes for m in matrices)
-    seconds = median(times)
-    return {
-        "threads": model.blas_threads_for(1),
-        "matrices": len(matrices),
-        "bytes": total_bytes,
-        "sweep_seconds": times,
-        "tokens_per_second": 1.0 / seconds,
-        "gigabytes_per_second": total_bytes / seconds / 1e9,
-    }
+    ids = prompt_ids(1, PREFILL_TOKENS, seed=1)
+    logits = runner.forward(ids)
+    if logits_path:
+        np.save(logits_path, np.asarray(logits, dtype=np.float32))
+    del logits
+    runs = [timed(runner.forward, ids)[0] for _ in range(INNER_REPEATS)]
+    return {"tokens_per_second": PREFILL_TOKENS / median(runs), "seconds": runs}
 
 
-def measure_prefill(model, tf_model, repeats):
-    import numpy as np
-    import torch
-
-    ids = np.random.default_rng(1).integers(0, EOS, size=(1, PREFILL_TOKENS))
-    runners = {"neo": lambda: model.forward(ids)}
-    if tf_model is not None:
-
-        def tf_forward():
-            with torch.inference_mode():
-                return tf_model(torch.from_numpy(ids)).logits
-
-        runners["transformers"] = tf_forward
-    outputs = {name: run() for name, run in runners.items()}  # warm-up
-    times = {name: [] for name in runners}
-    for repeat in range(repeats):
-        for name in list(runners) if repeat % 2 == 0 else list(runners)[::-1]:
-            settle()
-            times[name].append(timed(runners[name])[0])
-    result = {"tokens": PREFILL_TOKENS}
-    for name in runners:
-        result[name] = {"seconds": times[name], "tokens_per_second": PREFILL_TOKENS / median(times[name])}
-    if tf_model is not None:
-        reference = outputs["transformers"].numpy().astype(np.float64)
-        result["logits_max_relative_difference"] = float(
-            np.abs(outputs["neo"] - reference).max() / np.abs(reference).max()
-        )
-    return result
-
-
-def measure_long_context(model, repeats):
-    """neo_numpy's decode step time after a 1984-token prompt versus after a 48-token prompt (median over steps)."""
-    import numpy as np
-
-    rng = np.random.default_rng(2)
+def worker_long(runner):
+    """neo_numpy's decode step after a 1984-token prompt versus after a 48-token prompt (median over steps)."""
+    model = runner.model
 
     def step_times(prompt_tokens):
-        ids = rng.integers(0, EOS, size=(1, prompt_tokens))
-        steps = model.generate_tokens(ids, max_new_tokens=TIMED_STEPS + 1, eos_token_id=None)
+        steps = model.generate_tokens(
+            prompt_ids(1, prompt_tokens, seed=2), max_new_tokens=TIMED_STEPS + 1, eos_token_id=None
+        )
         next(steps)  # the prefill and the first token
         times = []
         for _ in range(TIMED_STEPS):  # each next() is one decode step (one position through every layer)
@@ -310,151 +212,357 @@ def measure_long_context(model, repeats):
         return times
 
     step_times(SHORT_PROMPT)  # warm-up
-    long_times, short_times = [], []
-    for _ in range(repeats):
-        long_times += step_times(LONG_PROMPT)
-        short_times += step_times(SHORT_PROMPT)
+    far, near = step_times(LONG_PROMPT), step_times(SHORT_PROMPT)
     return {
-        "long_positions": [LONG_PROMPT, LONG_PROMPT + TIMED_STEPS - 1],
-        "short_positions": [SHORT_PROMPT, SHORT_PROMPT + TIMED_STEPS - 1],
-        "long_step_seconds": long_times,
-        "short_step_seconds": short_times,
-        "long_over_short": median(long_times) / median(short_times),
+        "long_ms": 1000 * median(far),
+        "short_ms": 1000 * median(near),
+        "long_over_short": median(far) / median(near),
     }
+
+
+def bound_matrices(folder):
+    """Random float32 matrices of the shapes a decode step reads: each layer's q, k, v, out, c_fc, c_proj, the head."""
+    import numpy as np
+
+    from neo_numpy.checkpoint import expected_shapes
+    from neo_numpy.config import NeoConfig
+
+    rng = np.random.default_rng(0)
+    shapes = expected_shapes(NeoConfig.from_file(Path(folder) / "config.json"))
+    return [
+        rng.standard_normal(shape, dtype=np.float32)
+        for name, shape in shapes.items()
+        if len(shape) == 2 and name != "transformer.wpe.weight"  # wpe: one row per token; wte: the (tied) head
+    ]
+
+
+def worker_bound(folder):
+    """The machine's bounds on these shapes, with NumPy's BLAS.
+
+    bandwidth: x @ W.T with x [1, in] over every matrix a decode step reads (more than the CPU caches hold),
+    with 1 and with all cores; the faster one is the bound a batch-1 decode step cannot beat.
+    sgemm: x @ W.T with x [PREFILL_TOKENS, in] over the same matrices, all cores: the linear layers of a prefill.
+    """
+    import numpy as np
+
+    from neo_numpy.threads import available_cores, blas_threads
+
+    matrices = bound_matrices(folder)
+    total_bytes = sum(m.nbytes for m in matrices)
+    flops = sum(2 * PREFILL_TOKENS * m.size for m in matrices)
+    rng = np.random.default_rng(1)
+    inputs = {
+        width: rng.standard_normal((PREFILL_TOKENS, width), dtype=np.float32)
+        for width in {m.shape[1] for m in matrices}
+    }
+
+    def sweep(rows):
+        for weight in matrices:
+            inputs[weight.shape[1]][:rows] @ weight.T
+
+    sweeps = {}
+    for threads in sorted({1, available_cores()}):
+        with blas_threads(threads):
+            sweep(1)
+            sweeps[threads] = median([timed(sweep, 1)[0] for _ in range(10)])
+    best = min(sweeps, key=sweeps.get)
+    with blas_threads(available_cores()):
+        sweep(PREFILL_TOKENS)
+        sgemm = median([timed(sweep, PREFILL_TOKENS)[0] for _ in range(INNER_REPEATS)])
+    return {
+        "bandwidth_tokens_per_second": 1.0 / sweeps[best],
+        "bandwidth_gb_per_second": total_bytes / sweeps[best] / 1e9,
+        "bandwidth_threads": best,
+        "bandwidth_seconds_by_threads": sweeps,
+        "matrices": len(matrices),
+        "bytes": total_bytes,
+        "sgemm_tokens_per_second": PREFILL_TOKENS / sgemm,
+        "sgemm_gflops": flops / sgemm / 1e9,
+    }
+
+
+def worker(args) -> None:
+    """Run one section for one library in this (fresh) process and print its JSON line."""
+    folder, section = args.worker_folder, args.worker_section
+    if section == "bound":
+        result = worker_bound(folder)
+    else:
+        runner_class = NeoRunner if args.worker_library == "neo_numpy" else TransformersRunner
+        threads = args.threads if args.worker_library == "neo_numpy" else args.torch_threads or args.threads
+        runner = runner_class(folder, threads, loads=2 if section == "load" else 1)
+        if section == "decode":
+            result = worker_decode(runner, 1)
+        elif section == "batch":
+            result = worker_decode(runner, BATCH)
+        elif section == "prefill":
+            result = worker_prefill(runner, args.worker_logits)
+        elif section == "long":
+            result = worker_long(runner)
+        else:  # load
+            result = {"seconds": runner.load_seconds[-1], "seconds_both": runner.load_seconds}
+        result["details"] = runner.details()
+    print(json.dumps(result, default=str))
+
+
+# ---------------------------------------------------------------------------------------------- the parent
+
+
+def run_worker(args, section, library=None, logits_path=None) -> dict:
+    """Start a fresh process for one measurement; return its result plus how busy the rest of the machine was."""
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker-section",
+        section,
+        "--worker-folder",
+        str(args.folder),
+    ]
+    if library:
+        command += ["--worker-library", library]
+    if logits_path:
+        command += ["--worker-logits", str(logits_path)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    if args.torch_threads:
+        command += ["--torch-threads", str(args.torch_threads)]
+    before = common.cpu_usage()
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = common.cpu_usage()
+    if done.returncode != 0:
+        sys.exit(
+            f"the {section} worker for {library or 'the bounds'} failed "
+            f"(exit {done.returncode}):\n{done.stderr.strip()}"
+        )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["machine_during_run"] = common.other_cpu(before, after, wall)
+    return result
+
+
+def run_rounds(args, sections) -> dict:
+    """Every asked-for section, every round; libraries alternate which goes first. Returns the raw results."""
+    rounds = []
+    scratch = Path(tempfile.mkdtemp(prefix="neo_bench_"))
+    for number in range(args.rounds):
+        order = LIBRARIES if number % 2 == 0 else LIBRARIES[::-1]
+        measured = {}
+        for section in SECTIONS:
+            if section not in sections:
+                continue
+            log(f"round {number + 1}/{args.rounds}: {section} ...")
+            if section == "bound":
+                measured["bound"] = run_worker(args, "bound")
+            elif section == "memory":
+                import load_memory
+
+                measured["memory"] = load_memory.measure(args.folder)
+            else:
+                libraries = ("neo_numpy",) if section == "long" else order
+                measured[section] = {}
+                for library in libraries:
+                    logits = scratch / f"{library}.npy" if section == "prefill" and number == 0 else None
+                    measured[section][library] = run_worker(args, section, library, logits)
+        rounds.append(measured)
+    logits = {library: scratch / f"{library}.npy" for library in LIBRARIES}
+    comparison = None
+    if all(path.is_file() for path in logits.values()):
+        import numpy as np
+
+        ours, reference = np.load(logits["neo_numpy"]), np.load(logits["transformers"]).astype(np.float64)
+        comparison = float(np.abs(ours - reference).max() / np.abs(reference).max())
+    for path in scratch.iterdir():
+        path.unlink()
+    scratch.rmdir()
+    return {"rounds": rounds, "prefill_logits_max_relative_difference": comparison}
 
 
 # ---------------------------------------------------------------------------------------------- the report
 
 
-def fmt(value, digits=1, suffix=""):
-    if value is None:
+def values(raw, section, library, key):
+    """One number per round (rounds where the section ran)."""
+    found = []
+    for measured in raw["rounds"]:
+        entry = measured.get(section)
+        if entry is None:
+            continue
+        entry = entry.get(library) if library else entry
+        if entry is not None and key in entry:
+            found.append(entry[key])
+    return found
+
+
+def per_round(raw, function):
+    """function(measured) for every round where it gives a number (None otherwise)."""
+    found = []
+    for measured in raw["rounds"]:
+        try:
+            value = function(measured)
+        except (KeyError, TypeError, ZeroDivisionError):
+            continue
+        if value is not None:
+            found.append(value)
+    return found
+
+
+def spread(numbers, digits=1, suffix=""):
+    """'median (lowest - highest)' over rounds."""
+    if not numbers:
         return "—"
-    return f"{value:,.{digits}f}{suffix}"
+    if len(numbers) == 1:
+        return f"{numbers[0]:,.{digits}f}{suffix}"
+    return f"**{median(numbers):,.{digits}f}{suffix}** ({min(numbers):,.{digits}f} - {max(numbers):,.{digits}f})"
 
 
-def ratio(a, b, digits=2):
-    return f"{a / b:.{digits}f}x" if a is not None and b else "—"
+def verdict(numbers, target_key, at_most=False):
+    if not numbers:
+        return ""
+    target, value = TARGETS[target_key], median(numbers)
+    ok = value <= target if at_most else value >= target
+    return f"{'<=' if at_most else '>='} {target:g} {'PASS' if ok else 'MISS'}"
 
 
-def verdict(value, target, lower_is_better=True):
-    ok = value <= target if lower_is_better else value >= target
-    return f"{'<=' if lower_is_better else '>='} {target}x {'PASS' if ok else 'MISS'}"
+def table_rows(raw) -> list:
+    def tps(section, library):
+        return lambda m: m[section][library]["tokens_per_second"]
 
+    def ratio(section):
+        return lambda m: m[section]["neo_numpy"]["tokens_per_second"] / m[section]["transformers"]["tokens_per_second"]
 
-def table_rows(results):
     rows = []
-    decode, bound = results.get("decode"), results.get("bound")
-    if decode:
-        neo, tf = decode["neo"]["tokens_per_second"], decode.get("transformers", {}).get("tokens_per_second")
+    rounds = raw["rounds"]
+    if any("bound" in m for m in rounds):
+        rows.append(
+            [
+                "bandwidth bound: x @ W.T, x [1, in], over every matrix a decode step reads (tokens/s; GB/s)",
+                spread(values(raw, "bound", None, "bandwidth_tokens_per_second"))
+                + f"; {spread(values(raw, 'bound', None, 'bandwidth_gb_per_second'))} GB/s",
+                "",
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                f"sgemm bound: the same matrices with x [{PREFILL_TOKENS}, in], all cores (tokens/s; GFLOP/s)",
+                spread(values(raw, "bound", None, "sgemm_tokens_per_second"))
+                + f"; {spread(values(raw, 'bound', None, 'sgemm_gflops'), 0)} GFLOP/s",
+                "",
+                "",
+                "",
+            ]
+        )
+    if any("decode" in m for m in rounds):
         rows.append(
             [
                 f"decode, batch 1, greedy (tokens/s; {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new, prefill excluded)",
-                fmt(neo),
-                fmt(tf),
-                ratio(neo, tf),
-                "",
+                spread(per_round(raw, tps("decode", "neo_numpy"))),
+                spread(per_round(raw, tps("decode", "transformers"))),
+                spread(per_round(raw, ratio("decode")), 2, "x"),
+                verdict(per_round(raw, ratio("decode")), "decode_vs_transformers"),
             ]
         )
-        if "ids_identical" in decode:
-            same = (
-                "yes"
-                if decode["ids_identical"]
-                else (
-                    f"NO: from new token {decode['first_difference_at_new_token']}"
-                    + (
-                        " (neo_numpy chose EOS; transformers' min_new_tokens forbids it)"
-                        if decode["neo_chose_eos_there"]
-                        else ""
-                    )
+        if any("bound" in m for m in rounds):
+            shares = {
+                library: per_round(
+                    raw,
+                    lambda m, library=library: (
+                        100 * m["decode"][library]["tokens_per_second"] / m["bound"]["bandwidth_tokens_per_second"]
+                    ),
                 )
+                for library in LIBRARIES
+            }
+            rows.append(
+                [
+                    "decode, batch 1, as % of the bandwidth bound (same round)",
+                    spread(shares["neo_numpy"], 0, "%"),
+                    spread(shares["transformers"], 0, "%"),
+                    "",
+                    verdict([s / 100 for s in shares["neo_numpy"]], "decode_of_bandwidth_bound"),
+                ]
             )
-            rows.append(["decode, batch 1: generated ids identical", same, "", "", ""])
-    if bound:
-        rows.append(
-            [
-                f"bandwidth bound: one x @ W.T sweep over all {bound['matrices']} weight matrices "
-                f"({common.gb(bound['bytes'])} GB, {bound['threads']} thread{'s' if bound['threads'] > 1 else ''}) (tokens/s)",
-                fmt(bound["tokens_per_second"]),
-                "",
-                "",
-                "",
-            ]
-        )
-        rows.append(["bandwidth of that sweep (GB/s)", fmt(bound["gigabytes_per_second"]), "", "", ""])
-    if decode and bound:
-        tf = decode.get("transformers", {}).get("tokens_per_second")
-        rows.append(
-            [
-                "decode, batch 1, as % of the bandwidth bound",
-                fmt(100 * decode["neo"]["tokens_per_second"] / bound["tokens_per_second"], 0, "%"),
-                fmt(100 * tf / bound["tokens_per_second"], 0, "%") if tf else "",
-                "",
-                "",
-            ]
-        )
-    batch = results.get("batch")
-    if batch:
-        neo, tf = batch["neo"]["tokens_per_second"], batch.get("transformers", {}).get("tokens_per_second")
+        rows.append(["decode, batch 1: greedy ids identical in every round", same_ids(raw, "decode"), "", "", ""])
+    if any("batch" in m for m in rounds):
         rows.append(
             [
                 f"decode, batch {BATCH} (tokens/s counting {BATCH} x new tokens, prefill excluded)",
-                fmt(neo),
-                fmt(tf),
-                ratio(neo, tf),
+                spread(per_round(raw, tps("batch", "neo_numpy"))),
+                spread(per_round(raw, tps("batch", "transformers"))),
+                spread(per_round(raw, ratio("batch")), 2, "x"),
                 "",
             ]
         )
-        if decode:
-            tf1 = decode.get("transformers", {}).get("tokens_per_second")
+        if any("decode" in m for m in rounds):
+            over = {
+                library: per_round(
+                    raw,
+                    lambda m, library=library: (
+                        m["batch"][library]["tokens_per_second"] / m["decode"][library]["tokens_per_second"]
+                    ),
+                )
+                for library in LIBRARIES
+            }
             rows.append(
                 [
-                    f"batch {BATCH} / batch 1 throughput",
-                    ratio(neo, decode["neo"]["tokens_per_second"]),
-                    ratio(tf, tf1) if tf and tf1 else "",
+                    f"batch {BATCH} / batch 1 throughput (same round)",
+                    spread(over["neo_numpy"], 2, "x"),
+                    spread(over["transformers"], 2, "x"),
+                    "",
+                    verdict(over["neo_numpy"], "batch_over_single"),
+                ]
+            )
+        rows.append([f"decode, batch {BATCH}: greedy ids identical in every round", same_ids(raw, "batch"), "", "", ""])
+    if any("prefill" in m for m in rounds):
+        rows.append(
+            [
+                f"prefill, {PREFILL_TOKENS} tokens, all logits (tokens/s)",
+                spread(per_round(raw, tps("prefill", "neo_numpy"))),
+                spread(per_round(raw, tps("prefill", "transformers"))),
+                spread(per_round(raw, ratio("prefill")), 2, "x"),
+                verdict(per_round(raw, ratio("prefill")), "prefill_vs_transformers"),
+            ]
+        )
+        if any("bound" in m for m in rounds):
+            rows.append(
+                [
+                    "prefill as % of the sgemm bound (same round; the bound leaves out attention)",
+                    *[
+                        spread(
+                            per_round(
+                                raw,
+                                lambda m, library=library: (
+                                    100
+                                    * m["prefill"][library]["tokens_per_second"]
+                                    / m["bound"]["sgemm_tokens_per_second"]
+                                ),
+                            ),
+                            0,
+                            "%",
+                        )
+                        for library in LIBRARIES
+                    ],
                     "",
                     "",
                 ]
             )
-        if "ids_identical" in batch:
-            rows.append(
-                [
-                    f"decode, batch {BATCH}: generated ids identical",
-                    "yes" if batch["ids_identical"] else "NO",
-                    "",
-                    "",
-                    "",
-                ]
-            )
-    prefill = results.get("prefill")
-    if prefill:
-        neo, tf = prefill["neo"]["tokens_per_second"], prefill.get("transformers", {}).get("tokens_per_second")
-        rows.append([f"prefill, {PREFILL_TOKENS} tokens, all logits (tokens/s)", fmt(neo), fmt(tf), ratio(neo, tf), ""])
-        if "logits_max_relative_difference" in prefill:
+        if raw["prefill_logits_max_relative_difference"] is not None:
             rows.append(
                 [
                     "prefill logits: max abs difference / max abs transformers logit",
-                    f"{prefill['logits_max_relative_difference']:.1e}",
+                    f"{raw['prefill_logits_max_relative_difference']:.1e}",
                     "",
                     "",
                     "",
                 ]
             )
-    long = results.get("long")
-    if long:
-        far, near = median(long["long_step_seconds"]), median(long["short_step_seconds"])
+    if any("long" in m for m in rounds):
+        long = lambda key: values(raw, "long", "neo_numpy", key)  # noqa: E731
         rows.append(
             [
-                f"decode step at positions {long['long_positions'][0]}-{long['long_positions'][1]} (ms/token)",
-                fmt(1000 * far, 2),
-                "",
-                "",
-                "",
-            ]
-        )
-        rows.append(
-            [
-                f"decode step at positions {long['short_positions'][0]}-{long['short_positions'][1]} (ms/token)",
-                fmt(1000 * near, 2),
+                f"decode step at positions {LONG_PROMPT}-{LONG_PROMPT + TIMED_STEPS - 1} / "
+                f"{SHORT_PROMPT}-{SHORT_PROMPT + TIMED_STEPS - 1} (ms)",
+                f"{spread(long('long_ms'), 2)} / {spread(long('short_ms'), 2)}",
                 "",
                 "",
                 "",
@@ -463,40 +571,132 @@ def table_rows(results):
         rows.append(
             [
                 "long-context slowdown: position ~2000 / position ~50",
-                f"{long['long_over_short']:.2f}x",
+                spread(long("long_over_short"), 2, "x"),
                 "",
                 "",
-                verdict(long["long_over_short"], TARGETS["long_over_short"]),
+                verdict(long("long_over_short"), "long_over_short", at_most=True),
             ]
         )
-    load = results.get("load")
-    if load:
-        neo = load["neo_seconds"][-1]
-        tf = load["transformers_seconds"][-1] if load["transformers_seconds"] else None
+    if any("load" in m for m in rounds):
+        neo = values(raw, "load", "neo_numpy", "seconds")
         rows.append(
             [
-                f"load, warm page cache, 2nd of 2 loads ({common.gb(load['file_bytes'])} GB file) (s, lower is better)",
-                fmt(neo, 2),
-                fmt(tf, 2) if tf is not None else "not timed (weights shared)",
-                ratio(neo, tf),
+                "load, warm page cache, 2nd load in a fresh process (s)",
+                spread(neo, 2),
+                spread(values(raw, "load", "transformers", "seconds"), 2),
                 "",
+                verdict(neo, "load_seconds", at_most=True),
             ]
         )
-    memory = results.get("memory")
-    if memory:
+    if any("memory" in m for m in rounds):
+        peak = values(raw, "memory", None, "peak_over_file")
         rows.append(
             [
                 "peak RSS of a fresh process running load_model / file size",
-                f"{memory['peak_over_file']:.3f}x",
+                spread(peak, 3, "x"),
                 "",
                 "",
-                verdict(memory["peak_over_file"], TARGETS["load_peak_over_file"]),
+                verdict(peak, "load_peak_over_file", at_most=True),
             ]
         )
-        rows.append(
-            ["(peak RSS - RSS before load_model) / file size", f"{memory['load_growth_over_file']:.3f}x", "", "", ""]
-        )
     return rows
+
+
+def same_ids(raw, section) -> str:
+    answers = per_round(raw, lambda m: m[section]["neo_numpy"]["ids"] == m[section]["transformers"]["ids"])
+    if not answers:
+        return "—"
+    return "yes" if all(answers) else f"NO in {answers.count(False)} of {len(answers)} rounds"
+
+
+def warnings(raw) -> list:
+    """Lines about runs during which other programs used the CPU, and bounds that moved between rounds."""
+    lines = []
+    for number, measured in enumerate(raw["rounds"], 1):
+        for section, entry in measured.items():
+            runs = {None: entry} if section in ("bound", "memory") else entry
+            for library, result in runs.items():
+                busy = result.get("machine_during_run") if isinstance(result, dict) else None
+                if busy and busy["other_cores"] > BUSY_CORES:
+                    lines.append(
+                        f"round {number}, {section}{' / ' + library if library else ''}: other programs used "
+                        f"{busy['other_cores']:.2f} cores on average (steal {busy['steal_cores']:.2f})"
+                    )
+    for key, name in (("bandwidth_tokens_per_second", "bandwidth"), ("sgemm_tokens_per_second", "sgemm")):
+        found = values(raw, "bound", None, key)
+        if len(found) > 1 and (max(found) - min(found)) / median(found) > BOUND_MOVED:
+            lines.append(
+                f"the {name} bound moved by {100 * (max(found) - min(found)) / median(found):.0f}% between rounds "
+                f"({min(found):.1f} - {max(found):.1f}): the machine's speed changed during the run"
+            )
+    return lines
+
+
+def details_lines(raw) -> list:
+    """Threads and BLAS of each library, as its workers reported them (first round)."""
+    lines = []
+    for measured in raw["rounds"][:1]:
+        for section, entry in measured.items():
+            if section in ("bound", "memory", "long"):
+                continue
+            for library, result in entry.items():
+                details = result.get("details", {})
+                if library == "neo_numpy":
+                    threads = details.get("threads", {})
+                    lines.append(
+                        f"- neo_numpy threads ({section} worker): {threads.get('prefill')} BLAS threads for prompts, "
+                        f"{threads.get('decode')} for decode steps (measured on the first decode step unless set)"
+                    )
+                else:
+                    lines.append(
+                        f"- transformers ({section} worker): torch {details.get('threads', {}).get('torch')} threads, "
+                        f"BLAS {details.get('blas')}, CPU capability {details.get('cpu_capability')}"
+                    )
+            break
+    bound = values(raw, "bound", None, "bandwidth_threads")
+    if bound:
+        lines.append(f"- bandwidth bound: fastest with {bound[0]} BLAS thread(s) in round 1")
+    return lines
+
+
+def report(args, description, raw, load_at_start, sections) -> None:
+    info = common.machine_info()
+    info["load_average_1min_at_start"] = load_at_start
+    command = " ".join(args.argv)
+    print()
+    print(f"### neo_numpy vs transformers, GPT-Neo {args.model} on the CPU")
+    print()
+    print(f"- Checkpoint: {description}")
+    print(
+        f"- {args.rounds} round(s); every number is the median over rounds, (lowest - highest) in brackets. Each "
+        f"library runs in its own fresh process per section and round, alternating which goes first; inside a "
+        f"process, {INNER_REPEATS} timed runs after a warm-up (median). Command: "
+        f"`python benchmarks/bench_cpu.py{' ' + command if command else ''}`"
+    )
+    print()
+    print(
+        common.markdown_table(
+            ["metric", "neo_numpy", "transformers", "ratio (neo_numpy / transformers), per round", "target"],
+            table_rows(raw),
+        )
+    )
+    print()
+    print("\n".join(common.machine_lines(info) + details_lines(raw)))
+    found = warnings(raw)
+    if found:
+        print()
+        print("**Warnings: the machine was busy or changed speed; treat the numbers above with care.**")
+        print("\n".join(f"- {line}" for line in found))
+    if args.json:
+        common.write_json(
+            args.json,
+            {
+                "machine": info,
+                "checkpoint": description,
+                "settings": {"rounds": args.rounds, "sections": sorted(sections)},
+                **raw,
+            },
+        )
 
 
 def parse_only(text):
@@ -519,131 +719,33 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--model", default="125M", help="125M, 1.3B, 2.7B or a checkpoint folder (default 125M)")
     parser.add_argument(
-        "--repeats", type=int, default=5, help="timed runs per measurement; medians are reported (default 5)"
+        "--rounds", type=int, default=3, help="rounds of fresh processes; medians are reported (default 3)"
     )
     parser.add_argument(
         "--threads",
         type=int,
-        help="BLAS threads for neo_numpy (prefill and decode) and torch; "
-        "default: neo_numpy's plan (all cores for prefill, measured best for decode)",
+        help="BLAS threads for neo_numpy (prompts and decode) and torch; default: each library's own",
     )
     parser.add_argument(
-        "--torch-threads", type=int, help="torch.set_num_threads for transformers (default: neo_numpy's prefill count)"
+        "--torch-threads", type=int, help="torch.set_num_threads for transformers (default: torch's own)"
     )
     parser.add_argument("--only", help=f"comma-separated sections to run: {','.join(SECTIONS)} (default: all)")
-    parser.add_argument("--json", type=Path, help="also write every raw time to this JSON file")
-    parser.add_argument(
-        "--transformers-weights",
-        choices=("auto", "load", "share"),
-        default="auto",
-        help="load: from_pretrained (a second copy of the weights); share: transformers' parameters are "
-        "views of neo_numpy's arrays; auto: load unless memory is short for two copies (default)",
-    )
+    parser.add_argument("--json", type=Path, help="also write every raw number to this JSON file")
+    for hidden in ("--worker-section", "--worker-library", "--worker-folder", "--worker-logits"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        sys.exit("--repeats must be at least 1.")
+    if args.worker_section:
+        worker(args)
+        return 0
+    if args.rounds < 1:
+        sys.exit("--rounds must be at least 1.")
+    args.argv = sys.argv[1:] if argv is None else argv
     sections = parse_only(args.only)
     load_at_start = common.load_average()  # before this run adds its own load
-
-    import numpy as np
-
-    folder, description = resolve_checkpoint(args.model)
+    args.folder, description = resolve_checkpoint(args.model)
     log(f"checkpoint: {description}")
-    results = {}
-    if "memory" in sections:  # a fresh process, before this one holds any weights
-        import load_memory
-
-        log("memory: load_model in a fresh process ...")
-        results["memory"] = load_memory.measure(folder)
-
-    if sections == {"memory"}:  # nothing else to load
-        return report(args, argv, folder, description, results, None, None, load_at_start, sections)
-    log("loading the models ...")
-    model, tf_model = load_both(folder, args, sections, results)
-    import torch
-
-    threads = {
-        "neo_prefill": model.threads.prefill,
-        "neo_decode": model.blas_threads_for(1),
-        "torch": torch.get_num_threads() if tf_model is not None else None,
-    }
-    log(
-        f"threads: neo_numpy prefill {threads['neo_prefill']}, decode {threads['neo_decode']}; torch {threads['torch']}"
-    )
-
-    rng = np.random.default_rng(0)
-    if "decode" in sections:
-        log("decode, batch 1 ...")
-        results["decode"] = measure_decode(model, tf_model, rng.integers(0, EOS, size=(1, PROMPT_TOKENS)), args.repeats)
-    if "bound" in sections:
-        log("bandwidth bound ...")
-        results["bound"] = measure_bound(model, args.repeats)
-    if "batch" in sections:
-        log(f"decode, batch {BATCH} ...")
-        results["batch"] = measure_decode(
-            model, tf_model, rng.integers(0, EOS, size=(BATCH, PROMPT_TOKENS)), args.repeats
-        )
-    if "prefill" in sections:
-        log(f"prefill, {PREFILL_TOKENS} tokens ...")
-        results["prefill"] = measure_prefill(model, tf_model, args.repeats)
-    if "long" in sections:
-        log("long context (neo_numpy only) ...")
-        results["long"] = measure_long_context(model, args.repeats)
-
-    return report(args, argv, folder, description, results, model, threads, load_at_start, sections)
-
-
-def report(args, argv, folder, description, results, model, threads, load_at_start, sections) -> int:
-    """Print the markdown report (and write the JSON file)."""
-    info = common.machine_info()
-    info["load_average_1min_at_start"] = load_at_start
-    print()
-    print(f"### neo_numpy vs transformers, GPT-Neo {args.model} on the CPU")
-    print()
-    print(
-        f"- Checkpoint: {description}"
-        + (
-            f": hidden {model.config.hidden_size}, {model.config.num_layers} layers, {model.config.num_heads} heads, float32"
-            if model
-            else ""
-        )
-    )
-    if threads:
-        torch_part = (
-            (
-                f"torch.set_num_threads({threads['torch']}) for everything; transformers attention: eager; "
-                f"transformers weights: {results['transformers_weights']}"
-            )
-            if threads["torch"]
-            else "transformers not loaded"
-        )
-        print(
-            f"- Threads: neo_numpy {threads['neo_prefill']} BLAS threads for prefill and {threads['neo_decode']} for decode steps; "
-            + torch_part
-        )
-    command = " ".join(sys.argv[1:] if argv is None else argv)
-    print(
-        f"- Medians over {args.repeats} run(s), the two libraries alternating; command: "
-        f"`python benchmarks/bench_cpu.py{' ' + command if command else ''}`"
-    )
-    print()
-    print(
-        common.markdown_table(
-            ["metric", "neo_numpy", "transformers", "ratio (neo_numpy / transformers)", "target"], table_rows(results)
-        )
-    )
-    print()
-    print("\n".join(common.machine_lines(info)))
-    if args.json:
-        common.write_json(
-            args.json,
-            {
-                "machine": info,
-                "checkpoint": {"folder": str(folder), "description": description},
-                "settings": {"repeats": args.repeats, "threads": threads, "sections": sorted(sections)},
-                "results": results,
-            },
-        )
+    raw = run_rounds(args, sections)
+    report(args, description, raw, load_at_start, sections)
     return 0
 
 

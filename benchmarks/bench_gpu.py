@@ -171,7 +171,8 @@ def main(argv=None) -> int:
             cupy.get_default_memory_pool().free_all_blocks()
             torch.cuda.empty_cache()
     print(
-        f"GPU: {device}; CuPy {cupy.__version__}, torch {torch.__version__}; median of {args.repeats} alternating runs\n"
+        f"GPU: {device}; CuPy {cupy.__version__}, torch {torch.__version__}; "
+        f"median of {args.repeats} alternating runs\n"
     )
     print(common.markdown_table(["model", "metric", "neo_numpy (CuPy)", "transformers (CUDA, eager)", "ratio"], rows))
     if args.json:

@@ -9,6 +9,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -197,6 +198,41 @@ def load_average():
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
+def cpu_usage() -> dict:
+    """Busy and stolen CPU seconds of the whole machine (/proc/stat) and of this process's finished children.
+
+    Take one before and one after starting a measurement's process; other_cpu() turns the pair into how many
+    cores other programs kept busy meanwhile. Empty off Linux.
+    """
+    import resource
+
+    try:
+        fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return {}
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    ticks = os.sysconf("SC_CLK_TCK")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "busy": (user + nice + system + irq + softirq) / ticks,
+        "steal": steal / ticks,  # time the hypervisor gave this virtual machine's cores to someone else
+        "children": children.ru_utime + children.ru_stime,
+    }
+
+
+def other_cpu(before: dict, after: dict, wall_seconds: float) -> dict:
+    """Average cores used by other programs (busy time not spent by our child) and stolen, over wall_seconds."""
+    if not before or not after:
+        return {"other_cores": 0.0, "steal_cores": 0.0}
+    ours = after["children"] - before["children"]
+    others = max(0.0, after["busy"] - before["busy"] - ours)
+    return {
+        "other_cores": others / wall_seconds,
+        "steal_cores": (after["steal"] - before["steal"]) / wall_seconds,
+        "wall_seconds": wall_seconds,
+    }
+
+
 def gb(n_bytes) -> str:
     return f"{n_bytes / 1e9:.1f}"
 
@@ -205,6 +241,18 @@ def gb(n_bytes) -> str:
 
 
 def cpu_model() -> str:
+    """lscpu's vendor, model name and caches ("GenuineIntel Intel(R) Xeon(R) ..., L2 4 MiB, L3 ...")."""
+    try:
+        fields = dict(
+            line.split(":", 1) for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+        )
+        fields = {key.strip(): value.strip() for key, value in fields.items()}
+        caches = ", ".join(f"{level} {fields[level]}" for level in ("L2 cache", "L3 cache") if level in fields)
+        return " ".join(part for part in (fields.get("Vendor ID"), fields.get("Model name")) if part) + (
+            f" ({caches})" if caches else ""
+        )
+    except (OSError, ValueError):
+        pass
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -248,6 +296,17 @@ def machine_info(with_torch: bool = True) -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "numpy_blas": [b for b in blas if b["owner"] == "numpy"] or blas,
+        "blas_environment": {
+            name: os.environ[name]
+            for name in (
+                "OPENBLAS_CORETYPE",
+                "OPENBLAS_L2_SIZE",
+                "OPENBLAS_NUM_THREADS",
+                "OMP_NUM_THREADS",
+                "MKL_NUM_THREADS",
+            )
+            if name in os.environ
+        },
         "load_average_1min_at_end": load_average(),
     }
     try:
@@ -282,6 +341,12 @@ def machine_lines(info: dict) -> list:
         f"{info['memory_total_gb']} GB RAM",
         f"- Python {info['python']}, NumPy {info['numpy']} with BLAS: {blas}",
     ]
+    settings = info.get("blas_environment")
+    lines.append(
+        "- BLAS environment: "
+        + (", ".join(f"{name}={value}" for name, value in settings.items()) if settings else "none set")
+        + " (the architecture in brackets above is the kernel OpenBLAS runs)"
+    )
     if "torch" in info:
         lines.append(f"- torch {info['torch']} (BLAS: {info['torch_blas']}), transformers {info['transformers']}")
     start, end = info.get("load_average_1min_at_start"), info.get("load_average_1min_at_end")

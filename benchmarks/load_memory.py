@@ -41,7 +41,8 @@ def write_random_checkpoint(size: str, folder: Path) -> Path:
 
     common.check_disk(folder.parent, offset + (1 << 30))
     print(
-        f"writing a random {size}-shaped checkpoint ({common.gb(offset)} GB) into {folder} (once; later runs reuse it) ...",
+        f"writing a random {size}-shaped checkpoint ({common.gb(offset)} GB) into {folder} "
+        "(once; later runs reuse it) ...",
         flush=True,
     )
     started = time.perf_counter()

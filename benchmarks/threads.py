@@ -92,7 +92,8 @@ def main(argv=None) -> int:
         results[name] = {}
         for threads in counts:
             print(
-                f"{name}: [{rows}, {hidden}] @ [{hidden}, {inner}], {len(weights)} matri{'ces' if len(weights) > 1 else 'x'}, "
+                f"{name}: [{rows}, {hidden}] @ [{hidden}, {inner}], "
+                f"{len(weights)} matri{'ces' if len(weights) > 1 else 'x'}, "
                 f"{threads} thread(s) ...",
                 file=sys.stderr,
                 flush=True,
@@ -147,8 +148,9 @@ def main(argv=None) -> int:
     print()
     print(f"- Fastest: {best['decode']} thread(s) for decode steps, {best['prefill']} for prefill.")
     print(
-        f"- neo_numpy's default plan on this machine: {default.prefill} for prefill; for decode it times 1, half and all "
-        f"cores on the model's own MLP weights at the first decode step and keeps the fastest (neo_numpy/threads.py)."
+        f"- neo_numpy's default plan on this machine: {default.prefill} for prefill; for decode it times 1, half "
+        "and all cores on the model's own MLP weights at the first decode step and keeps the fastest "
+        "(neo_numpy/threads.py)."
     )
     print(
         f"- To use the measured counts: neo_numpy.load_model(..., threads=ThreadPlan(prefill={best['prefill']}, "
