@@ -8,6 +8,11 @@ product 30x slower than one (spinning threads fight for the cores). So the decod
 first decode step, generation calls NeoModel.measure_decode_threads, which times a pass over the model's own MLP
 weights with each candidate count and keeps the fastest.
 `python benchmarks/threads.py` shows the same measurement in a table.
+
+BLAS threads only speed up the matrix products. A prompt's elementwise work (LayerNorm, GELU, bias and residual
+adds) and its attention blocks go to `RowPool`, a few Python threads: NumPy releases the GIL inside ufuncs and
+BLAS calls, so blocks of rows do run on several cores at once. Its threads sleep while they wait for work (BLAS
+threads spin for a while).
 """
 
 import os
