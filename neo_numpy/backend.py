@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import BackendError
 
-DTYPES = ("float32", "float16", "bfloat16")  # weight storage; bfloat16 is refused by both backends for now
+DTYPES = ("float32", "float16")  # weight storage (bfloat16 files load too, widened or narrowed to one of these)
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,11 @@ class Backend:
 
 def get_backend(name: str = "numpy", dtype: str = "float32") -> Backend:
     """Return the backend `name` ("numpy" or "cupy") storing weights in `dtype`."""
+    if dtype == "bfloat16":
+        raise BackendError(
+            "bfloat16 weight storage is not supported (NumPy and CuPy have no bfloat16 type); "
+            "bfloat16 checkpoint files load as float32, or as float16 on the GPU."
+        )
     if dtype not in DTYPES:
         raise BackendError(f"dtype {dtype!r} is not supported; choose one of {', '.join(DTYPES)}.")
     if name == "numpy":
@@ -55,7 +60,5 @@ def _cupy_backend(dtype: str) -> Backend:
     except cupy.cuda.runtime.CUDARuntimeError as error:
         raise BackendError(f"the CuPy backend cannot reach a GPU ({error}).") from None
     # float32 matmuls stay exact float32: CuPy only uses TF32 tensor cores when CUPY_TF32=1 is set by the user.
-    storage = {"float32": cupy.float32, "float16": cupy.float16}.get(dtype)
-    if storage is None:
-        raise BackendError("bfloat16 storage needs a CuPy with bfloat16 support; use dtype='float16' or 'float32'.")
+    storage = {"float32": cupy.float32, "float16": cupy.float16}[dtype]
     return Backend("cupy", cupy, storage)

@@ -16,8 +16,9 @@ from .config import NeoConfig
 from .errors import InputError, NeoNumpyError
 from .evaluation import add_eval_arguments, run_eval
 from .generation import stream_text
-from .hub import DEFAULT_MODEL, SHORT_NAMES, resolve_model_dir
+from .hub import DEFAULT_MODEL, SHORT_NAMES, is_complete_checkpoint, resolve_model_dir
 from .settings import GenerationSettings
+from .threads import available_cores
 from .tokenizer import checked_text, tokenizer_from_folder
 
 INTERRUPTED = 130  # the conventional exit status after Ctrl-C
@@ -25,11 +26,25 @@ BROKEN_PIPE = 128 + 13  # the status a shell reports for a writer whose reader w
 LONGEST_TOKEN_BYTES = 128  # GPT-2's longest token: N positions never hold more than N * 128 bytes of text
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one `error:` line (and exit status 2), not the whole usage block."""
+
+    def error(self, message):
+        report(f"error: {message} (see {self.prog} --help)")
+        sys.exit(2)
+
+
+def report(line: str) -> None:
+    """Write a summary or error line to stderr; with stderr closed (`2>&-`) say nothing rather than use stdout."""
+    if sys.stderr is not None:
+        print(line, file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m neo_numpy", description="GPT-Neo in NumPy: generate text, download checkpoints, evaluate."
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     gen = commands.add_parser(
         "generate",
@@ -45,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-m",
         "--model",
         default=DEFAULT_MODEL,
-        help=f"{', '.join(s.upper() if s.endswith('m') else s.upper() for s in SHORT_NAMES)}, a Hugging Face repo id, "
+        help=f"{', '.join(name.upper() for name in SHORT_NAMES)}, a Hugging Face repo id, "
         f"or a local checkpoint folder (default: {DEFAULT_MODEL})",
     )
     gen.add_argument("-n", "--max-new-tokens", type=int, default=50, help="at most this many new tokens (default: 50)")
@@ -119,20 +134,28 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "download":
-            print(resolve_model_dir(args.model))
-            return 0
+            return run_download(args)
         if args.command == "eval":
             return run_eval(args)
         return run_generate(args)
     except NeoNumpyError as error:
-        print(f"error: {error}", file=sys.stderr)
+        report(f"error: {error}")
         return 1
     except KeyboardInterrupt:  # Ctrl-C before generation began (loading, downloading): no traceback either
-        print("interrupted", file=sys.stderr)
+        report("interrupted")
         return INTERRUPTED
     except BrokenPipeError:  # `... | head`: the reader has gone, so stop quietly (Python's docs on SIGPIPE)
         discard_stdout()
         return BROKEN_PIPE
+
+
+def run_download(args) -> int:
+    """Fetch a checkpoint (or find it already here) and print its folder."""
+    folder = resolve_model_dir(args.model)
+    if not is_complete_checkpoint(folder):
+        raise InputError(f"{folder} is not a checkpoint folder (it needs config.json and safetensors weights).")
+    write(f"{folder}\n")
+    return 0
 
 
 def discard_stdout() -> None:
@@ -214,8 +237,10 @@ def run_generate(args) -> int:
         repetition_penalty=args.repetition_penalty,
         seed=args.seed,
     )
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be at least 1, got {args.threads}.")
+    if args.threads is not None and not 1 <= args.threads <= available_cores():
+        raise InputError(
+            f"--threads must be at least 1 and at most {available_cores()} (the cores), got {args.threads}."
+        )
     if sys.stdout is None:  # started with stdout closed (`>&-`)
         raise NeoNumpyError("standard output is closed, so the generated text has nowhere to go.")
     source = open_prompt(args)
@@ -229,7 +254,7 @@ def run_generate(args) -> int:
     limit = config.max_position_embeddings
     if len(prompt_ids) + args.max_new_tokens > limit:
         raise InputError(
-            f"the prompt has {len(prompt_ids)} tokens; with {args.max_new_tokens} new tokens "
+            f"the prompt has {len(prompt_ids)} token(s); with {args.max_new_tokens} new tokens "
             f"that is beyond the {limit}-position context."
         )
     model = load_model(folder, backend=args.backend, dtype=args.dtype, threads=args.threads)
@@ -251,10 +276,9 @@ def run_generate(args) -> int:
     write("\n")
     prefill_rate = len(prompt_ids) / max(first_token_at - start, 1e-9)
     decode_rate = max(new_tokens - 1, 0) / max(finished_at - first_token_at, 1e-9)
-    print(
+    report(
         f"[{folder.name} {args.backend}] loaded in {load_seconds:.2f} s | "
         f"prompt {len(prompt_ids)} tokens at {prefill_rate:.1f} tok/s | "
-        f"{new_tokens} new tokens at {decode_rate:.1f} tok/s" + (" | interrupted" if interrupted else ""),
-        file=sys.stderr,
+        f"{new_tokens} new tokens at {decode_rate:.1f} tok/s" + (" | interrupted" if interrupted else "")
     )
     return INTERRUPTED if interrupted else 0

@@ -121,13 +121,15 @@ def _epsilon(value, source: str) -> float:
 
 
 def _token_id(raw: dict, name: str, vocab_size: int, source: str) -> int:
-    """bos/eos: an id in [0, vocab_size); config.json may hold a list of ids, of which the first is used."""
+    """bos/eos: one id in [0, vocab_size), written alone or as a one-element list.
+
+    transformers stops at any id of a longer eos list; neo_numpy stops at one, so it refuses such a list rather
+    than generate differently without a word.
+    """
     value = raw.get(name, 50256)
     ids = value if isinstance(value, list) else [value]
-    if not ids or not all(is_int(i) and 0 <= i < vocab_size for i in ids):
-        raise CheckpointError(
-            f"{source}: {name} must be a token id from 0 to {vocab_size - 1} (or a list of them), got {quoted(value)}."
-        )
+    if len(ids) != 1 or not is_int(ids[0]) or not 0 <= ids[0] < vocab_size:
+        raise CheckpointError(f"{source}: {name} must be one token id from 0 to {vocab_size - 1}, got {quoted(value)}.")
     return int(ids[0])
 
 

@@ -111,6 +111,8 @@ def check_eval_arguments(args) -> None:
         raise InputError(f"--include-path {args.include_path} is not a folder.")
     if args.output is not None and not args.output.absolute().parent.is_dir():  # found out now, not after hours
         raise InputError(f"--output must be in an existing folder, got {args.output}.")
+    if args.output is not None and args.output.is_dir():
+        raise InputError(f"--output must name a file, but {args.output} is a folder.")
 
 
 def load_harness(include_path):
@@ -162,7 +164,8 @@ def write_results(results, path: Path) -> None:
         path.write_text(json.dumps(kept, indent=2, default=handle_non_serializable) + "\n", encoding="utf-8")
     except OSError as error:
         raise InputError(f"could not write {path} ({error.strerror or error}).") from None
-    print(f"results written to {path}", file=sys.stderr)
+    if sys.stderr is not None:
+        print(f"results written to {path}", file=sys.stderr)
 
 
 register_with_lm_eval()

@@ -44,7 +44,7 @@ def generate_tokens(model, input_ids, attention_mask, settings: GenerationSettin
     cache = model.new_cache(batch, prompt_length + settings.max_new_tokens)
     with blas_threads(model.threads.prefill):  # the prompt: matrix-matrix products
         prompt_ids, prompt_positions, prompt_visible = (xp.asarray(a) for a in (ids, positions, mask.astype(bool)))
-        logits = model.step(prompt_ids, prompt_positions, prompt_visible, cache, last_only=True)[:, -1]
+        logits = model.step(prompt_ids, prompt_positions, prompt_visible, cache, last_positions=1)[:, -1]
     unfinished = xp.ones(batch, dtype=bool)  # on the device, to replace finished rows' tokens
     finished_on_host = np.zeros(batch, dtype=bool)  # the same, from the copied tokens, to stop without a sync
     new_token_visible = xp.ones((batch, 1), dtype=bool)
@@ -70,7 +70,7 @@ def generate_tokens(model, input_ids, attention_mask, settings: GenerationSettin
         if step == settings.max_new_tokens - 1 or finished_on_host.all():
             return
         with blas_threads(model.decode_threads(batch)):  # matrix-vector products (the count is measured once)
-            logits = model.step(tokens[:, None], next_position, new_token_visible, cache, last_only=True)[:, -1]
+            logits = model.step(tokens[:, None], next_position, new_token_visible, cache, last_positions=1)[:, -1]
         next_position = next_position + 1
 
 
@@ -97,16 +97,23 @@ def stream_text(model, tokenizer, prompt_ids, settings: GenerationSettings):
     The text is "" while a character split across tokens is incomplete (see tokenizer.TextStream); the held-back
     bytes come out whole with a later token. Bytes still held back at the end come last, as (None, text).
     """
-    ids = np.asarray(prompt_ids) if isinstance(prompt_ids, (list, tuple, np.ndarray)) else None
-    if ids is None or ids.ndim != 1:
-        raise InputError(f"the prompt must be a string or a list of token ids, got {type(prompt_ids).__name__}.")
-    if len(ids) == 0:
+    if not isinstance(prompt_ids, (list, tuple, np.ndarray)) or _dimensions(prompt_ids) != 1:
+        raise InputError(f"the prompt must be a string or one sequence (1-D) of token ids, got {prompt_ids!r:.60}.")
+    if len(prompt_ids) == 0:
         raise InputError("the prompt is empty: give at least one token to continue from.")
     text = TextStream(tokenizer)
-    for tokens in generate_tokens(model, ids[None, :], None, settings):
+    for tokens in generate_tokens(model, np.asarray(prompt_ids)[None, :], None, settings):
         if settings.eos_token_id is not None and tokens[0] == settings.eos_token_id:
             break
         yield int(tokens[0]), text.push(tokens[0])
     rest = text.flush()
     if rest:
         yield None, rest
+
+
+def _dimensions(ids) -> int:
+    """How many axes `ids` has as an array; -1 for ragged nested lists, which are no array at all."""
+    try:
+        return np.ndim(ids)
+    except ValueError:
+        return -1

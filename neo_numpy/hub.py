@@ -56,6 +56,8 @@ def weights_dir() -> Path:
 def resolve_model_dir(name_or_path) -> Path:
     """Return a local folder holding the checkpoint `name_or_path`, downloading it if it is a hub model not yet here."""
     name = str(name_or_path)
+    if not name.strip():
+        raise ModelNotFoundError("the model name is empty: pass 125M, 1.3B, 2.7B, a hub id or a checkpoint folder.")
     local = Path(name).expanduser()
     if local.exists():
         if not local.is_dir():
@@ -82,9 +84,10 @@ def _from_hub(repo_id: str) -> Path:
     if huggingface_hub.constants.HF_HUB_OFFLINE:
         raise ModelNotFoundError(
             f"{repo_id} is not in {target} or the Hugging Face cache, and HF_HUB_OFFLINE is set; "
-            "download it on a connected machine or pass a local checkpoint folder with --model."
+            "download it on a connected machine or pass a local checkpoint folder instead."
         )
-    print(f"Downloading {repo_id} into {target} ...", flush=True, file=sys.stderr)
+    if sys.stderr is not None:  # progress goes to stderr, never into the generated text on stdout
+        print(f"Downloading {repo_id} into {target} ...", flush=True, file=sys.stderr)
     try:
         huggingface_hub.snapshot_download(repo_id, allow_patterns=FILES_NEEDED, local_dir=target)
     except (HTTPError, OSError) as error:  # HTTPError: the Hub client's transport errors
@@ -92,7 +95,7 @@ def _from_hub(repo_id: str) -> Path:
     if not is_complete_checkpoint(target):
         raise ModelNotFoundError(
             f"{repo_id} on the Hugging Face Hub has no config.json with safetensors weights (neo_numpy does not load "
-            "pickle files); convert it with transformers' save_pretrained and pass the folder with --model."
+            "pickle files); convert it with transformers' save_pretrained and pass that folder instead."
         )
     return target
 
@@ -157,5 +160,5 @@ def _download_failure(repo_id: str, error: Exception) -> str:
         return f"{repo_id} has no such revision on the Hugging Face Hub."
     return (
         f"could not download {repo_id} from the Hugging Face Hub ({type(error).__name__}); "
-        "check the network connection, or pass a local checkpoint folder with --model."
+        "check the network connection, or pass a local checkpoint folder instead."
     )

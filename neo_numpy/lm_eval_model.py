@@ -54,8 +54,20 @@ class NeoNumpyLM(TemplateLM):
         threads=None,
         device=None,
         max_batch_size=None,
+        **unknown,
     ):
         super().__init__()
+        if unknown:
+            raise InputError(
+                f"the neo_numpy lm-eval model has no argument {sorted(unknown)[0]!r}; "
+                "it takes pretrained, batch_size, backend, dtype and threads."
+            )
+        on_gpu = backend == "cupy"
+        if device not in (None, "cpu") and not (on_gpu and str(device).startswith("cuda")):
+            raise InputError(
+                f"device {device!r} does not fit backend {backend!r}: neo_numpy picks its device with backend= "
+                "('numpy' for the CPU, 'cupy' for an NVIDIA GPU)."
+            )
         self.batch_size = positive_int(batch_size, "batch_size")
         self.model = load_model(
             pretrained,

@@ -20,7 +20,8 @@ from .inputs import check_token_ids, positions_from_mask
 from .layers import attention, gelu_new, layer_norm, linear, merge_heads, prompt_attention, split_heads
 from .settings import GenerationSettings
 from .threads import MATRIX_VECTOR_ROWS, RowPool, ThreadPlan, blas_threads, fastest_matrix_vector_threads
-from .tokenizer import tokenizer_from_folder
+from .tokenizer import NeoTokenizer, tokenizer_from_folder
+from .untrusted_json import is_int
 
 
 def fuse_qkv(layer, xp):
@@ -127,13 +128,13 @@ class NeoModel:
         """The output head, tied to wte: [B, T, D] -> logits [B, T, vocab] float32"""
         return linear(normed, self.weights.lm_head_weight)
 
-    def step(self, input_ids, position_ids, key_visible, cache: KVCache, last_only=False, hidden_states=None):
+    def step(self, input_ids, position_ids, key_visible, cache: KVCache, last_positions=None, hidden_states=None):
         """Run T new positions through every layer, appending their keys and values to `cache`.
 
         input_ids, position_ids: int [B, T] on the backend; key_visible: bool [B, T] (False marks padding).
         A prompt (empty cache) may have any T; later calls pass one token (T = 1).
-        Returns logits [B, T, vocab], or [B, n, vocab] for the last n positions only when `last_only` is n (True
-        means 1): the vocabulary-sized head is the largest product, and a score may need only a few positions. When
+        Returns logits [B, T, vocab], or [B, n, vocab] for the last n positions only when `last_positions` is n:
+        the vocabulary-sized head is the largest product, and the next token needs only the last position. When
         `hidden_states` is a list, each block's input is appended to it, then ln_f of the last block's output.
         """
         start_pos, length = cache.length, input_ids.shape[1]
@@ -151,11 +152,11 @@ class NeoModel:
                 hidden_states.append(h)
             h = self.block(h, layer, qkv_weight, layer_cache, start_pos, masks.get(layer.kind))
         cache.length += length
-        keep = int(last_only)  # positions that get logits, counted from the end (0: all of them)
-        normed = self.final_norm(h[:, -keep:] if keep and hidden_states is None else h)  # [B, T or keep, D]
+        keep = slice(-last_positions, None) if last_positions else slice(None)  # positions that get logits
+        normed = self.final_norm(h if hidden_states is not None else h[:, keep])  # [B, T or n, D]
         if hidden_states is not None:  # like transformers, the last entry is after ln_f
             hidden_states.append(normed)
-        return self.unembed(normed[:, -keep:] if keep else normed)
+        return self.unembed(normed[:, keep])
 
     # ------------------------------------------------------------------ threads (see threads.py)
 
@@ -198,9 +199,10 @@ class NeoModel:
         input after that, and finally ln_f of the last block's output (transformers' convention).
         """
         ids, mask = check_token_ids(input_ids, attention_mask, self.config)
-        if last_positions is not None and not 1 <= last_positions <= ids.shape[1]:
+        if last_positions is not None and (not is_int(last_positions) or not 1 <= last_positions <= ids.shape[1]):
             raise InputError(
-                f"last_positions must be between 1 and the {ids.shape[1]} positions given, got {last_positions}."
+                f"last_positions must be None or a whole number from 1 to the {ids.shape[1]} positions given, "
+                f"got {last_positions!r}."
             )
         to_device = self.backend.xp.asarray
         hidden = [] if output_hidden_states else None
@@ -210,7 +212,7 @@ class NeoModel:
                 to_device(positions_from_mask(mask)),
                 to_device(mask.astype(bool)),
                 self.new_cache(*ids.shape),
-                last_only=last_positions or False,
+                last_positions=last_positions,
                 hidden_states=hidden,
             )
         to_host = (lambda array: array) if return_backend_array else self.backend.to_host
@@ -238,7 +240,9 @@ class NeoModel:
 
         Characters split across tokens come out whole; the EOS token that ends generation is not printed.
         """
-        tokenizer = tokenizer or self.tokenizer
+        tokenizer = self.tokenizer if tokenizer is None else tokenizer
+        if not isinstance(tokenizer, NeoTokenizer):
+            raise InputError(f"tokenizer must be a NeoTokenizer (neo_numpy.load_tokenizer), got {tokenizer!r:.60}.")
         ids = tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
         chosen = GenerationSettings.for_model(self.config, **settings)
         return (piece for _, piece in generation.stream_text(self, tokenizer, ids, chosen) if piece)

@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import InputError
+from .untrusted_json import is_int
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,9 @@ class GenerationSettings:
 
     def __post_init__(self):
         """Refuse settings that have no meaning, in one sentence each."""
-        if not _is_int(self.max_new_tokens) or self.max_new_tokens < 1:
+        if not is_int(self.max_new_tokens) or self.max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
-        if not _is_int(self.min_new_tokens) or not 0 <= self.min_new_tokens <= self.max_new_tokens:
+        if not is_int(self.min_new_tokens) or not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise InputError(
                 f"min_new_tokens must be an integer from 0 to max_new_tokens ({self.max_new_tokens}), "
                 f"got {self.min_new_tokens!r}."
@@ -52,7 +53,7 @@ class GenerationSettings:
             raise InputError(f"do_sample must be True or False, got {self.do_sample!r}.")
         if not _is_positive_number(self.temperature):
             raise InputError(f"temperature must be a number greater than 0, got {self.temperature!r}.")
-        if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 0):
+        if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 0):
             raise InputError(f"top_k must be a non-negative integer (0 or None disables it), got {self.top_k!r}.")
         if self.top_p is not None and (not _is_number(self.top_p) or not 0 < self.top_p <= 1):
             raise InputError(f"top_p must be in (0, 1], got {self.top_p!r}.")
@@ -61,9 +62,9 @@ class GenerationSettings:
                 "repetition_penalty must be a number greater than 0 (1.0 disables it), "
                 f"got {self.repetition_penalty!r}."
             )
-        if self.eos_token_id is not None and (not _is_int(self.eos_token_id) or self.eos_token_id < 0):
+        if self.eos_token_id is not None and (not is_int(self.eos_token_id) or self.eos_token_id < 0):
             raise InputError(f"eos_token_id must be a token id or None, got {self.eos_token_id!r}.")
-        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
+        if self.seed is not None and (not is_int(self.seed) or self.seed < 0):
             raise InputError(f"seed must be a non-negative integer or None, got {self.seed!r}.")
 
     def check_vocabulary(self, vocab_size: int) -> None:
@@ -74,12 +75,8 @@ class GenerationSettings:
             )
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
 def _is_number(value) -> bool:
-    return (_is_int(value) or isinstance(value, (float, np.floating))) and not math.isnan(value)
+    return (is_int(value) or isinstance(value, (float, np.floating))) and not math.isnan(value)
 
 
 def _is_positive_number(value) -> bool:

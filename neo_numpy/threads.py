@@ -50,6 +50,8 @@ class ThreadPlan:
             return cls(prefill=available_cores())
         if not is_int(threads) or threads < 1:
             raise InputError(f"threads must be None or a whole number of at least 1, got {threads!r}.")
+        if threads > available_cores():  # more BLAS threads than cores only make them wait for each other
+            raise InputError(f"threads is {threads}, but this process may use only {available_cores()} cores.")
         return cls(int(threads), int(threads))
 
     def with_decode(self, count: int) -> "ThreadPlan":

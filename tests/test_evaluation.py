@@ -311,3 +311,13 @@ def test_generation_settings_and_model_arguments(eval_checkpoint):
     with pytest.raises(InputError, match="batch_size must be a positive integer, got 'auto'"):
         NeoNumpyLM(eval_checkpoint, batch_size="auto")
     assert NeoNumpyLM(eval_checkpoint, batch_size="4", threads=1).batch_size == 4  # lm-eval passes strings too
+    with pytest.raises(InputError, match="no argument 'foo'"):
+        NeoNumpyLM(eval_checkpoint, foo=1)
+    with pytest.raises(InputError, match="backend"):  # never a silent CPU run when a GPU was asked for
+        NeoNumpyLM(eval_checkpoint, device="cuda")
+    assert NeoNumpyLM(eval_checkpoint, device="cpu", max_batch_size=None).batch_size == 1
+
+
+def test_eval_output_that_is_a_folder_is_refused_before_the_run(tmp_path, capsys):
+    assert main(["eval", "--tasks", "lambada_openai", "--output", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: --output must name a file, but {tmp_path} is a folder."

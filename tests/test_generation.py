@@ -136,7 +136,7 @@ def test_kv_cache_decode_equals_recomputing_from_scratch(neo_models, tokenizer, 
         xp.asarray([list(range(len(sequence)))]),
         xp.ones((1, len(sequence)), dtype=bool),
         cache,
-        last_only=True,
+        last_positions=1,
     )
     cached = []
     for step in range(steps):
@@ -147,14 +147,18 @@ def test_kv_cache_decode_equals_recomputing_from_scratch(neo_models, tokenizer, 
                 xp.asarray([list(range(len(sequence)))]),
                 xp.ones((1, len(sequence)), dtype=bool),
                 model.new_cache(1, len(sequence)),
-                last_only=True,
+                last_positions=1,
             )
             error = relative_error(cached[-1], to_host(fresh)[0, -1])
             assert error < 1e-5, f"{name}: step {step} (position {len(sequence)}) relative error {error:.2e}"
         token = int(cached[-1].argmax())
         sequence.append(token)
         logits = model.step(
-            xp.asarray([[token]]), xp.asarray([[len(sequence) - 1]]), xp.ones((1, 1), dtype=bool), cache, last_only=True
+            xp.asarray([[token]]),
+            xp.asarray([[len(sequence) - 1]]),
+            xp.ones((1, 1), dtype=bool),
+            cache,
+            last_positions=1,
         )
     assert cache.length == len(sequence)
     recomputed = model.forward(np.array([sequence]))[0, len(prompt) - 1 : -1]  # [steps, V]

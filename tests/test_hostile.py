@@ -26,7 +26,7 @@ from safetensors.numpy import load_file, save_file
 from test_loading_errors import SOURCE, edit_config, expect_error, write_raw_safetensors
 
 import neo_numpy
-from neo_numpy import CheckpointError, InputError, ModelNotFoundError, hub
+from neo_numpy import BackendError, CheckpointError, InputError, ModelNotFoundError, hub
 from neo_numpy.safetensors_reader import DTYPE_BITS, parse_header
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -446,6 +446,7 @@ def test_fuzz_finds_valid_headers_too():
         ("eos_token_id", -1),
         ("eos_token_id", 50257),
         ("eos_token_id", []),
+        ("eos_token_id", [50256, 13]),  # transformers stops at either; neo_numpy stops at one, so it refuses
         ("eos_token_id", "50256"),
         ("bos_token_id", None),
         ("hidden_size", float("inf")),
@@ -640,6 +641,13 @@ def hostile_cli(checkpoint_dirs, tmp_path_factory):
         "stdout_full": lambda: run_cli([*base, "The dog"], shell_suffix=">/dev/full"),
         "stdout_reader_gone": lambda: run_with_stdout_reader_gone([*base, "The dog"]),
         "stdout_head_c1": lambda: run_cli([*base, "The dog"], shell_suffix="| head -c1; exit ${PIPESTATUS[0]}"),
+        "stderr_closed": lambda: run_cli([*base, "The dog"], shell_suffix="2>&-"),
+        "stderr_closed_error": lambda: run_cli(
+            ["generate", "The dog", "-m", str(root / "nowhere")], shell_suffix="2>&-"
+        ),
+        "download_not_a_checkpoint": lambda: run_cli(["download", str(root)]),
+        "threads_beyond_cores": lambda: run_cli([*base, "The dog", "--threads", "100000"]),
+        "usage_error": lambda: run_cli(["generate", "The dog", "-n", "abc"]),
     }
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {name: pool.submit(run) for name, run in runs.items()}
@@ -659,6 +667,8 @@ CLI_ERRORS = {  # run name: words its one `error:` line must contain
     "dot_dot_name": ["zz/.."],
     "stdout_closed": ["standard output"],
     "stdout_full": ["standard output", "No space left"],
+    "download_not_a_checkpoint": ["not a checkpoint folder"],
+    "threads_beyond_cores": ["--threads", "100000"],
 }
 
 
@@ -688,3 +698,39 @@ def test_cli_piped_into_head(hostile_cli):
     code, stdout, stderr = hostile_cli["stdout_head_c1"]
     assert stdout == b"T"
     assert code in (0, 141) and "Traceback" not in stderr and "Exception ignored" not in stderr, (code, stderr)
+
+
+def test_cli_with_stderr_closed_writes_nothing_but_the_text(hostile_cli):
+    """`2>&-`: the summary and any error line are dropped, never written into the text on stdout."""
+    code, stdout, _ = hostile_cli["stderr_closed"]
+    assert code == 0 and stdout.startswith(b"The dog") and b"tok/s" not in stdout
+    code, stdout, _ = hostile_cli["stderr_closed_error"]
+    assert code == 1 and stdout == b""
+
+
+def test_cli_usage_error_is_one_line(hostile_cli):
+    code, _, stderr = hostile_cli["usage_error"]
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "-n" in lines[0], stderr
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_empty_model_name(name):
+    with expect_error(ModelNotFoundError, "empty"):
+        neo_numpy.load_model(name)
+
+
+def test_bfloat16_storage_is_refused_in_one_sentence(checkpoint):
+    with expect_error(BackendError, "bfloat16"):
+        neo_numpy.load_model(checkpoint, dtype="bfloat16")
+
+
+@pytest.mark.parametrize("prompt", [[[464, 3290], [1, 2]], [[1, 2], [3]], 3.5], ids=["2-D", "ragged", "float"])
+def test_stream_needs_one_sequence(model, prompt):
+    with expect_error(InputError, "one sequence"):
+        next(model.stream(prompt, max_new_tokens=2))
+
+
+def test_stream_needs_a_tokenizer(model):
+    with expect_error(InputError, "tokenizer"):
+        next(model.stream("The dog", tokenizer="abc", max_new_tokens=2))

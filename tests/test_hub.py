@@ -370,5 +370,5 @@ def test_repo_without_safetensors_is_refused_after_download(weights, monkeypatch
     with pytest.raises(ModelNotFoundError) as error:
         resolve_model_dir("someone/pickle-only-neo")
     message = str(error.value)
-    assert "someone/pickle-only-neo" in message and "safetensors" in message and "--model" in message
+    assert "someone/pickle-only-neo" in message and "safetensors" in message and "folder" in message
     assert one_sentence(message)

@@ -10,10 +10,13 @@ from neo_numpy.threads import ThreadPlan, available_cores, fastest_matrix_vector
 def test_default_plan_uses_every_core_for_prefill_and_measures_decode():
     plan = ThreadPlan.choose()
     assert plan.prefill == available_cores() and plan.decode is None
-    assert ThreadPlan.choose(3) == ThreadPlan(3, 3)
+    assert ThreadPlan.choose(1) == ThreadPlan(1, 1)
+    assert ThreadPlan.choose(available_cores()) == ThreadPlan(available_cores(), available_cores())
     assert ThreadPlan.choose(ThreadPlan(2, 1)) == ThreadPlan(2, 1)
     with pytest.raises(neo_numpy.InputError, match="at least 1, got 0"):
         ThreadPlan.choose(0)
+    with pytest.raises(neo_numpy.InputError, match="only"):  # more threads than cores only wait for each other
+        ThreadPlan.choose(available_cores() + 1)
 
 
 def test_measured_decode_count_is_a_candidate_and_kept():
