@@ -1,7 +1,11 @@
 """GPT-Neo's forward pass in one file, to read top to bottom: the whole model for one sequence, in plain NumPy.
 
+    import neo_numpy
+    from neo_numpy import reference
+
     model = neo_numpy.load_model("125M")
-    logits = reference.forward(ids, model.weights, model.config)  # ids: [T] ints -> logits: float32 [T, vocab]
+    ids = model.tokenizer.encode("The dog")  # [464, 3290]: T = 2 token ids
+    logits = reference.forward(ids, model.weights, model.config)  # float32 [T, vocab]: a score for every next token
 
 Nothing else is here: no KV cache, no batches or padding, no threads, no GPU, no float16. The engine in model.py
 computes the same numbers faster, and the tests hold this file equal to it and to transformers' GPTNeoForCausalLM.

@@ -73,6 +73,9 @@ def main(argv=None) -> int:
     paths = [HERE / (name if name.endswith(".ipynb") else f"{name}.ipynb") for name in args.notebooks] or sorted(
         HERE.glob("*.ipynb")
     )
+    missing = [path.name for path in paths if not path.is_file()]
+    if missing:
+        parser.error(f"no notebook {missing[0]} in {HERE}")
     if args.strip:
         for path in paths:
             strip(path)
