@@ -609,19 +609,27 @@ def same_ids(raw, section) -> str:
     return "yes" if all(answers) else f"NO in {answers.count(False)} of {len(answers)} rounds"
 
 
+def busy_runs(measured) -> list:
+    """(section, library or None, busy figures) for the runs of one round during which other programs used the CPU."""
+    found = []
+    for section, entry in measured.items():
+        runs = {None: entry} if section in ("bound", "memory") else entry
+        for library, result in runs.items():
+            busy = result.get("machine_during_run") if isinstance(result, dict) else None
+            if busy and busy["other_cores"] > BUSY_CORES:
+                found.append((section, library, busy))
+    return found
+
+
 def warnings(raw) -> list:
     """Lines about runs during which other programs used the CPU, and bounds that moved between rounds."""
     lines = []
     for number, measured in enumerate(raw["rounds"], 1):
-        for section, entry in measured.items():
-            runs = {None: entry} if section in ("bound", "memory") else entry
-            for library, result in runs.items():
-                busy = result.get("machine_during_run") if isinstance(result, dict) else None
-                if busy and busy["other_cores"] > BUSY_CORES:
-                    lines.append(
-                        f"round {number}, {section}{' / ' + library if library else ''}: other programs used "
-                        f"{busy['other_cores']:.2f} cores on average (steal {busy['steal_cores']:.2f})"
-                    )
+        for section, library, busy in busy_runs(measured):
+            lines.append(
+                f"round {number}, {section}{' / ' + library if library else ''}: other programs used "
+                f"{busy['other_cores']:.2f} cores on average (steal {busy['steal_cores']:.2f})"
+            )
     for key, name in (("bandwidth_tokens_per_second", "bandwidth"), ("sgemm_tokens_per_second", "sgemm")):
         found = values(raw, "bound", None, key)
         if len(found) > 1 and (max(found) - min(found)) / median(found) > BOUND_MOVED:
@@ -630,6 +638,47 @@ def warnings(raw) -> list:
                 f"({min(found):.1f} - {max(found):.1f}): the machine's speed changed during the run"
             )
     return lines
+
+
+def round_table(raw) -> str:
+    """One line per round with the headline figures, and whether other programs used the CPU during it."""
+
+    def tps(m, section, library):
+        return m[section][library]["tokens_per_second"]
+
+    columns = [
+        ("bandwidth bound (tokens/s)", lambda m: f"{m['bound']['bandwidth_tokens_per_second']:.1f}"),
+        ("sgemm bound (tokens/s)", lambda m: f"{m['bound']['sgemm_tokens_per_second']:.0f}"),
+        (
+            "decode neo / tf (tokens/s)",
+            lambda m: f"{tps(m, 'decode', 'neo_numpy'):.1f} / {tps(m, 'decode', 'transformers'):.1f}",
+        ),
+        (
+            "decode % of bound",
+            lambda m: f"{100 * tps(m, 'decode', 'neo_numpy') / m['bound']['bandwidth_tokens_per_second']:.0f}%",
+        ),
+        ("batch 8 / batch 1 (neo)", lambda m: f"{tps(m, 'batch', 'neo_numpy') / tps(m, 'decode', 'neo_numpy'):.2f}x"),
+        (
+            "prefill neo / tf (tokens/s)",
+            lambda m: f"{tps(m, 'prefill', 'neo_numpy'):.0f} / {tps(m, 'prefill', 'transformers'):.0f}",
+        ),
+        ("long / short", lambda m: f"{m['long']['neo_numpy']['long_over_short']:.2f}x"),
+    ]
+
+    def cell(function, measured):
+        try:
+            return function(measured)
+        except (KeyError, TypeError, ZeroDivisionError):
+            return None
+
+    rounds = raw["rounds"]
+    kept = [(name, f) for name, f in columns if any(cell(f, m) is not None for m in rounds)]
+    rows = []
+    for number, measured in enumerate(rounds, 1):
+        busy = busy_runs(measured)
+        others = f"busy: up to {max(b['other_cores'] for _, _, b in busy):.2f} cores" if busy else "quiet"
+        rows.append([number, others] + [cell(f, measured) or "—" for _, f in kept])
+    return common.markdown_table(["round", "other programs"] + [name for name, _ in kept], rows)
 
 
 def details_lines(raw) -> list:
@@ -680,6 +729,12 @@ def report(args, description, raw, load_at_start, sections) -> None:
             table_rows(raw),
         )
     )
+    print()
+    print(
+        f'Each round ("quiet": no run of the round had other programs using more than {BUSY_CORES} cores on average):'
+    )
+    print()
+    print(round_table(raw))
     print()
     print("\n".join(common.machine_lines(info) + details_lines(raw)))
     found = warnings(raw)
