@@ -42,7 +42,7 @@ def linear(x, weight, bias=None):
     """
     rows = x.reshape(-1, x.shape[-1]).astype(weight.dtype, copy=False)  # [N, in]: one matrix product for all rows
     few_rows = rows.shape[0] <= MATRIX_VECTOR_ROWS
-    y = np.ascontiguousarray((weight @ rows.T).T) if few_rows else rows @ weight.T  # [N, out]
+    y = (weight @ rows.T).T.copy() if few_rows else rows @ weight.T  # [N, out], C-contiguous either way
     if bias is not None:
         y += bias
     return y.astype(np.float32, copy=False).reshape(*x.shape[:-1], weight.shape[0])  # [..., out]
