@@ -430,6 +430,17 @@ def table_rows(raw) -> list:
     def ratio(section):
         return lambda m: m[section]["neo_numpy"]["tokens_per_second"] / m[section]["transformers"]["tokens_per_second"]
 
+    def throughput(section, label, digits=1, target=""):
+        """label | neo_numpy tokens/s | transformers tokens/s | ratio | verdict on the ratio (when a target key)"""
+        ratios = per_round(raw, ratio(section))
+        return [
+            label,
+            spread(per_round(raw, tps(section, "neo_numpy")), digits),
+            spread(per_round(raw, tps(section, "transformers")), digits),
+            spread(ratios, 2, "x"),
+            verdict(ratios, target) if target else "",
+        ]
+
     rows = []
     rounds = raw["rounds"]
     if any("bound" in m for m in rounds):
@@ -454,15 +465,8 @@ def table_rows(raw) -> list:
             ]
         )
     if any("decode" in m for m in rounds):
-        rows.append(
-            [
-                f"decode, batch 1, greedy (tokens/s; {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new, prefill excluded)",
-                spread(per_round(raw, tps("decode", "neo_numpy"))),
-                spread(per_round(raw, tps("decode", "transformers"))),
-                spread(per_round(raw, ratio("decode")), 2, "x"),
-                verdict(per_round(raw, ratio("decode")), "decode_vs_transformers"),
-            ]
-        )
+        label = f"decode, batch 1, greedy (tokens/s; {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new, prefill excluded)"
+        rows.append(throughput("decode", label, target="decode_vs_transformers"))
         if any("bound" in m for m in rounds):
             shares = {
                 library: per_round(
@@ -485,13 +489,7 @@ def table_rows(raw) -> list:
         rows.append(["decode, batch 1: greedy ids identical in every round", same_ids(raw, "decode"), "", "", ""])
     if any("batch" in m for m in rounds):
         rows.append(
-            [
-                f"decode, batch {BATCH} (tokens/s counting {BATCH} x new tokens, prefill excluded)",
-                spread(per_round(raw, tps("batch", "neo_numpy"))),
-                spread(per_round(raw, tps("batch", "transformers"))),
-                spread(per_round(raw, ratio("batch")), 2, "x"),
-                "",
-            ]
+            throughput("batch", f"decode, batch {BATCH} (tokens/s counting {BATCH} x new tokens, prefill excluded)")
         )
         if any("decode" in m for m in rounds):
             over = {
@@ -514,15 +512,8 @@ def table_rows(raw) -> list:
             )
         rows.append([f"decode, batch {BATCH}: greedy ids identical in every round", same_ids(raw, "batch"), "", "", ""])
     if any("prefill" in m for m in rounds):
-        rows.append(
-            [
-                f"prefill, {PREFILL_TOKENS} tokens, all logits (tokens/s)",
-                spread(per_round(raw, tps("prefill", "neo_numpy"))),
-                spread(per_round(raw, tps("prefill", "transformers"))),
-                spread(per_round(raw, ratio("prefill")), 2, "x"),
-                verdict(per_round(raw, ratio("prefill")), "prefill_vs_transformers"),
-            ]
-        )
+        label = f"prefill, {PREFILL_TOKENS} tokens, all logits (tokens/s)"
+        rows.append(throughput("prefill", label, target="prefill_vs_transformers"))
         if any("bound" in m for m in rounds):
             rows.append(
                 [
