@@ -27,8 +27,8 @@ VOCAB_SIZE = 50257
 POSITIONS = 2048
 WINDOW = 256
 
-# The released models' shapes (GUIDE.md §1). A random checkpoint of one of these runs at the same speed as the
-# released weights: the cost of every product depends on the shapes only.
+# The released models' shapes (their config.json files). A random checkpoint of one of these runs at the same speed
+# as the released weights: the cost of every product depends on the shapes only.
 SHAPES = {
     "125M": dict(hidden_size=768, num_layers=12, num_heads=12),
     "1.3B": dict(hidden_size=2048, num_layers=24, num_heads=16),

@@ -66,9 +66,9 @@ def gelu_new(x, out=None):
     return y
 
 
-def softmax(scores):
-    """Softmax over the last axis, IN PLACE (scores is always a fresh buffer here), after subtracting the row
-    maximum so exp never overflows."""
+def softmax_in_place(scores):
+    """Softmax over the last axis, written over `scores` (pass a copy to keep the input), after subtracting the
+    row maximum so exp never overflows. In place because a prompt's scores are the largest temporaries."""
     scores -= scores.max(axis=-1, keepdims=True)
     np.exp(scores, out=scores)
     scores /= scores.sum(axis=-1, keepdims=True)
@@ -95,7 +95,7 @@ def attention(q, k, v, allowed):
     """
     scores = q.astype(np.float32, copy=False) @ k.astype(np.float32, copy=False).swapaxes(-1, -2)  # [B, H, T, S]
     np.copyto(scores, MASKED_SCORE, where=~allowed)  # [B, H, T, S]: disallowed scores become float32's minimum
-    weights = softmax(scores)  # [B, H, T, S]
+    weights = softmax_in_place(scores)  # [B, H, T, S]
     return weights.astype(v.dtype, copy=False) @ v  # [B, H, T, Dh]
 
 

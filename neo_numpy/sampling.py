@@ -7,7 +7,7 @@ returns float32 logits [B, vocab]; a removed token gets -inf, so its probability
 
 import numpy as np
 
-from .layers import softmax
+from .layers import softmax_in_place
 from .settings import GenerationSettings
 
 
@@ -43,7 +43,7 @@ def top_p_filter(logits, p: float):
     always keep the most likely token. The kept tokens are those at or above the first kept logit.
     """
     ascending = np.sort(logits, axis=-1)  # [B, V]
-    cumulative = np.cumsum(softmax(ascending.copy()), axis=-1)  # [B, V]  (softmax works in place)
+    cumulative = np.cumsum(softmax_in_place(ascending.copy()), axis=-1)  # [B, V]
     removed = (cumulative <= 1.0 - p).sum(axis=-1, keepdims=True)  # [B, 1] how many of the smallest go
     removed = np.minimum(removed, logits.shape[-1] - 1)
     threshold = np.take_along_axis(ascending, removed, axis=-1)  # [B, 1] smallest logit that stays
@@ -56,7 +56,7 @@ def sample(logits, uniforms):
     uniforms: float [B] in (0, 1]. The first token whose cumulative probability reaches u is chosen, so a token
     with probability 0 is never drawn and each kept token is drawn in proportion to its probability.
     """
-    cumulative = np.cumsum(softmax(logits.copy()), axis=-1)  # [B, V]  (softmax works in place)
+    cumulative = np.cumsum(softmax_in_place(logits.copy()), axis=-1)  # [B, V]
     target = uniforms[:, None] * cumulative[:, -1:]  # [B, 1]
     chosen = (cumulative < target).sum(axis=-1)  # [B]
     return np.minimum(chosen, logits.shape[-1] - 1)
