@@ -8,6 +8,8 @@ Names follow transformers' GPTNeoForCausalLM (its state_dict keys), for example
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .config import NeoConfig
 from .errors import CheckpointError
 from .safetensors_reader import read_header, read_tensor
@@ -34,6 +36,8 @@ class LayerWeights:
     c_fc_bias: object  # [3072]
     c_proj_weight: object  # [768, 3072]
     c_proj_bias: object  # [768]
+    qkv_proj_weight: object  # [2304, 768]: q, k and v stacked, one product per layer; the three fields above are
+    #                          views into it, so nothing is held twice
 
 
 @dataclass
@@ -61,6 +65,9 @@ LAYER_TENSORS = {  # LayerWeights field -> (name inside "transformer.h.{i}.", sh
     "c_proj_weight": ("mlp.c_proj.weight", lambda c: (c.hidden_size, c.intermediate_size)),
     "c_proj_bias": ("mlp.c_proj.bias", lambda c: (c.hidden_size,)),
 }
+
+
+QKV_FIELDS = ("q_proj_weight", "k_proj_weight", "v_proj_weight")  # read into one stacked [3D, D] array
 
 
 def expected_shapes(config: NeoConfig) -> dict:
@@ -167,10 +174,16 @@ def load_weights(folder: Path, config: NeoConfig, to_device) -> NeoWeights:
     def tensor(name):
         return to_device(read_tensor(entries[name], name))
 
-    layers = []
-    for i, kind in enumerate(config.attention_layers):
-        fields = {field: tensor(f"transformer.h.{i}.{name}") for field, (name, _) in LAYER_TENSORS.items()}
-        layers.append(LayerWeights(kind=kind, **fields))
+    def layer(i, kind):  # block i's weights; q, k and v read into one stacked [3D, D] array
+        names = {field: f"transformer.h.{i}.{name}" for field, (name, _) in LAYER_TENSORS.items()}
+        qkv = to_device(np.concatenate([read_tensor(entries[names[field]], names[field]) for field in QKV_FIELDS]))
+        views = {
+            field: qkv[j * config.hidden_size : (j + 1) * config.hidden_size] for j, field in enumerate(QKV_FIELDS)
+        }
+        fields = {field: tensor(name) for field, name in names.items() if field not in QKV_FIELDS}
+        return LayerWeights(kind=kind, qkv_proj_weight=qkv, **views, **fields)
+
+    layers = [layer(i, kind) for i, kind in enumerate(config.attention_layers)]
     wte = tensor("transformer.wte.weight")
     lm_head_weight = tensor("lm_head.weight") if "lm_head.weight" in entries else wte
     return NeoWeights(

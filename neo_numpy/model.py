@@ -24,20 +24,6 @@ from .tokenizer import NeoTokenizer, tokenizer_from_folder
 from .untrusted_json import is_int
 
 
-def fuse_qkv(layer, xp):
-    """q_proj, k_proj and v_proj stacked into one [3D, D] weight, so a layer's q, k and v are one product.
-
-    The layer's three fields become views into the stacked array, so the weights are not held twice (a decode step
-    saves two BLAS calls per layer, about 3% of its time; a prompt, two passes over its rows).
-    """
-    stacked = xp.concatenate([layer.q_proj_weight, layer.k_proj_weight, layer.v_proj_weight])  # [3D, D]
-    width = layer.q_proj_weight.shape[0]
-    layer.q_proj_weight, layer.k_proj_weight, layer.v_proj_weight = (
-        stacked[i * width : (i + 1) * width] for i in range(3)
-    )
-    return stacked
-
-
 class NeoModel:
     """A loaded GPT-Neo checkpoint. Build one with `neo_numpy.load_model`."""
 
@@ -48,7 +34,6 @@ class NeoModel:
         self.path = path  # the checkpoint folder it came from
         self.threads = ThreadPlan.choose(threads)  # BLAS threads for prompts and for decode steps (see threads.py)
         self.pool = RowPool(self.threads.prefill if backend.name == "numpy" else 1)  # elementwise work of prompts
-        self.qkv_weights = [fuse_qkv(layer, backend.xp) for layer in weights.layers]  # [3D, D] per layer
         self._tokenizer = None
 
     # ------------------------------------------------------------------ the forward pass, one step at a time
@@ -57,7 +42,7 @@ class NeoModel:
         """Token plus position embeddings.  ids, positions: int [B, T] -> h: [B, T, D] float32"""
         return (self.weights.wte[input_ids] + self.weights.wpe[position_ids]).astype(np.float32, copy=False)
 
-    def attention_block(self, normed, layer, qkv_weight, layer_cache, start_pos: int, prompt_mask):
+    def attention_block(self, normed, layer, layer_cache, start_pos: int, prompt_mask):
         """Self-attention of one layer on the normalised stream: [B, T, D] -> [B, T, D], without out_proj's bias
         (`block` adds it together with the residual).
 
@@ -66,7 +51,7 @@ class NeoModel:
         a decode step attends to every key the cache keeps.
         """
         heads, width = self.config.num_heads, self.config.hidden_size
-        qkv = linear(normed, qkv_weight)  # [B, T, 3D]: q, k and v in one product
+        qkv = linear(normed, layer.qkv_proj_weight)  # [B, T, 3D]: q, k and v in one product
         q, k, v = (split_heads(qkv[..., i * width : (i + 1) * width], heads) for i in range(3))  # [B, H, T, Dh] each
         layer_cache.store(k, v, start_pos)
         if start_pos == 0:  # prompt: attend to its own keys (a local layer's ring may not hold them all)
@@ -77,7 +62,7 @@ class NeoModel:
             merged = merge_heads(attention(q, keys, values, visible))  # [B, 1, D]
         return linear(merged, layer.out_proj_weight)  # [B, T, D]
 
-    def block(self, h, layer, qkv_weight, layer_cache, start_pos: int, prompt_mask):
+    def block(self, h, layer, layer_cache, start_pos: int, prompt_mask):
         """One pre-LN transformer block: h + attn(ln_1(h)), then + mlp(ln_2(h)).  h: [B, T, D] -> [B, T, D]
 
         Each matrix product is one BLAS call over all B*T rows. The elementwise work between them (LayerNorms,
@@ -93,7 +78,7 @@ class NeoModel:
             layer_norm(x[start:stop], layer.ln_1_weight, layer.ln_1_bias, eps, out=normed[start:stop])
 
         rows(ln_1, count)
-        attended = self.attention_block(normed.reshape(shape), layer, qkv_weight, layer_cache, start_pos, prompt_mask)
+        attended = self.attention_block(normed.reshape(shape), layer, layer_cache, start_pos, prompt_mask)
         after_attention = attended.reshape(count, shape[2])  # [N, D], becomes h + attn(ln_1(h)) in place
 
         def residual_then_ln_2(start, stop):
@@ -147,10 +132,10 @@ class NeoModel:
         cache.mark_visible(key_visible, start_pos)
         masks = prefill_masks(self.backend.xp, key_visible, self.config.window_size) if start_pos == 0 else {}
         h = self.embed(input_ids, position_ids)  # [B, T, D]
-        for layer, qkv_weight, layer_cache in zip(self.weights.layers, self.qkv_weights, cache.layers):
+        for layer, layer_cache in zip(self.weights.layers, cache.layers):
             if hidden_states is not None:
                 hidden_states.append(h)
-            h = self.block(h, layer, qkv_weight, layer_cache, start_pos, masks.get(layer.kind))
+            h = self.block(h, layer, layer_cache, start_pos, masks.get(layer.kind))
         cache.length += length
         keep = slice(-last_positions, None) if last_positions else slice(None)  # positions that get logits
         normed = self.final_norm(h if hidden_states is not None else h[:, keep])  # [B, T or n, D]

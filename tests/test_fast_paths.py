@@ -136,7 +136,8 @@ def test_linear_gives_x_times_w_transposed_in_either_orientation(rows):
 def test_fused_qkv_shares_memory_with_the_layer_weights(checkpoint_dirs):
     model = neo_numpy.load_model(checkpoint_dirs["alternating"])
     width = model.config.hidden_size
-    for layer, stacked in zip(model.weights.layers, model.qkv_weights):
+    for layer in model.weights.layers:
+        stacked = layer.qkv_proj_weight
         assert stacked.shape == (3 * width, width)
         for i, part in enumerate((layer.q_proj_weight, layer.k_proj_weight, layer.v_proj_weight)):
             assert np.shares_memory(part, stacked) and np.array_equal(part, stacked[i * width : (i + 1) * width])
