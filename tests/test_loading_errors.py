@@ -304,7 +304,7 @@ def test_gpt2_style_file(folder):
 
 
 def test_unsupported_tensor_dtype(folder):
-    """Integer weights are refused: neo_numpy reads the floating-point dtypes (F64 is cast, see test_transformers_configs)."""
+    """Integer weights are refused: neo_numpy reads floating-point dtypes (F64 is cast: test_transformers_configs)."""
     name = "transformer.ln_f.bias"
 
     def to_int64(tensors):
