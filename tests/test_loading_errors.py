@@ -399,3 +399,30 @@ def test_attention_mask_with_all_zero_row(neo_models):
 def test_input_error_is_a_value_error():
     assert issubclass(InputError, ValueError) and issubclass(InputError, neo_numpy.NeoNumpyError)
     assert issubclass(ModelNotFoundError, CheckpointError)
+
+
+# ---------------------------------------------------------------------------------------------- the front door
+
+
+def test_open_checkpoint_reads_the_config_once_and_the_tokenizer_on_first_use(folder):
+    (folder / "tokenizer.json").write_text("not a tokenizer")
+    checkpoint = neo_numpy.open_checkpoint(folder)  # the broken tokenizer is not read yet
+    assert checkpoint.folder == folder and checkpoint.config.num_layers == 2
+    (folder / "config.json").unlink()  # load_model(checkpoint) does not read it again
+    model = neo_numpy.load_model(checkpoint)
+    assert model.config is checkpoint.config and neo_numpy.open_checkpoint(checkpoint) is checkpoint
+    with expect_error(CheckpointError, "tokenizer.json"):
+        checkpoint.tokenizer  # noqa: B018
+
+
+def test_checkpoint_tokenizer_is_kept_and_shared_with_load_tokenizer(folder):
+    checkpoint = neo_numpy.open_checkpoint(folder)
+    assert checkpoint.tokenizer is checkpoint.tokenizer is neo_numpy.load_tokenizer(checkpoint)
+    assert checkpoint.tokenizer.encode("Hello world") == [15496, 995]
+
+
+def test_load_tokenizer_checks_the_tokenizer_against_the_config(folder):
+    """load_tokenizer and NeoModel.tokenizer make the same check: ids beyond the model's vocabulary are refused."""
+    edit_config(folder, vocab_size=50000)
+    with expect_error(CheckpointError, folder, "50256", "49999"):
+        neo_numpy.load_tokenizer(folder)
