@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import expect_error
 
 import neo_numpy
+from neo_numpy import InputError
 from neo_numpy.threads import ThreadPlan, available_cores, fastest_matrix_vector_threads
 
 
@@ -56,3 +58,12 @@ def test_thread_counts_do_not_change_results(checkpoint_dirs):
         one.generate(ids, max_new_tokens=30, eos_token_id=None),
         many.generate(ids, max_new_tokens=30, eos_token_id=None),
     )
+
+
+# -------------------------------------------------------------------------------------- hostile thread counts
+
+
+@pytest.mark.parametrize("threads", ["abc", 1.5, True, 0])
+def test_threads_must_be_a_count(folder, threads):
+    with expect_error(InputError, "threads", repr(threads)):
+        neo_numpy.load_model(folder, threads=threads)
