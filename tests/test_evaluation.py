@@ -91,6 +91,19 @@ def write_tasks(folder: Path) -> Path:
             "metric_list": [{"metric": "exact_match"}],
             "file": "generate",
         },
+        "neo_penalty": {  # greedy, but with a repetition penalty that must still apply
+            "output_type": "generate_until",
+            "doc_to_text": "{{prompt}}",
+            "doc_to_target": "{{answer}}",
+            "generation_kwargs": {
+                "until": ["\n", "."],
+                "max_gen_toks": 12,
+                "do_sample": False,
+                "repetition_penalty": 5.0,
+            },
+            "metric_list": [{"metric": "exact_match"}],
+            "file": "generate",
+        },
     }
     for task, spec in specs.items():
         data_file = folder / f"{spec.pop('file')}.jsonl"
@@ -175,6 +188,23 @@ def test_generated_texts_are_identical(both_runs):
     ours, theirs = (responses(results, "neo_generate") for results in both_runs)
     assert len(ours) == 5 and ours == theirs
     assert any(text.strip() for text in ours)  # something was generated, so the comparison says something
+
+
+def test_greedy_generation_keeps_the_tasks_other_settings(both_runs, eval_checkpoint, task_folder):
+    """A greedy task's repetition_penalty applies, as HFLM passes every generation setting on to generate().
+
+    HFLM runs one request per batch here: in a padded batch transformers also penalises the padding id (EOS) of
+    the shorter rows, so its texts there depend on the batch; neo_numpy's rows give what they give alone.
+    """
+    tasks = TaskManager(include_path=str(task_folder), include_defaults=False)
+    common = dict(tasks=["neo_penalty"], task_manager=tasks, bootstrap_iters=0, log_samples=True)
+    ours = lm_eval.simple_evaluate(model="neo_numpy", model_args=f"pretrained={eval_checkpoint},batch_size=3", **common)
+    theirs = lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={eval_checkpoint},dtype=float32,device=cpu,batch_size=1", **common
+    )
+    penalised = responses(ours, "neo_penalty")
+    assert len(penalised) == 5 and penalised == responses(theirs, "neo_penalty")
+    assert penalised != responses(both_runs[0], "neo_generate")  # the penalty changed the texts
 
 
 def test_the_tasks_reach_past_the_context(both_runs, eval_checkpoint):
@@ -301,13 +331,15 @@ def test_eval_command_bad_arguments(flags, message, capsys):
 
 
 def test_generation_settings_and_model_arguments(eval_checkpoint):
-    from neo_numpy.lm_eval_model import NeoNumpyLM, sampling
+    from neo_numpy.lm_eval_model import NeoNumpyLM, generation_keywords
 
-    assert sampling({"do_sample": False, "temperature": 0.0}) == {}  # greedy, as lm-eval normalises it
-    sampled = sampling({"do_sample": True, "temperature": 0.7, "top_p": 0.9})
+    greedy = {"do_sample": False, "temperature": 0.0, "repetition_penalty": 1.3}  # as lm-eval normalises greedy
+    assert generation_keywords(greedy) == {"do_sample": False, "repetition_penalty": 1.3}
+    sampled = generation_keywords({"do_sample": True, "temperature": 0.7, "top_p": 0.9})
     assert sampled.keys() == {"do_sample", "temperature", "top_p", "seed"} and sampled["temperature"] == 0.7
-    with pytest.raises(InputError, match="'num_beams' is not supported"):
-        sampling({"do_sample": True, "num_beams": 4})
+    for do_sample in (False, True):
+        with pytest.raises(InputError, match="'num_beams' is not supported"):
+            generation_keywords({"do_sample": do_sample, "num_beams": 4})
     with pytest.raises(InputError, match="batch_size must be a positive integer, got 'auto'"):
         NeoNumpyLM(eval_checkpoint, batch_size="auto")
     assert NeoNumpyLM(eval_checkpoint, batch_size="4", threads=1).batch_size == 4  # lm-eval passes strings too
