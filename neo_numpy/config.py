@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError
-from .untrusted_json import is_int, is_number, parse_json, quoted
+from .untrusted_json import parse_json, quoted
+from .values import is_int, is_number
 
 SUPPORTED_ACTIVATIONS = ("gelu_new",)
 ATTENTION_KINDS = ("global", "local")

@@ -21,7 +21,7 @@ from .layers import attention, gelu_new, layer_norm, linear, merge_heads, prompt
 from .settings import GenerationSettings
 from .threads import MATRIX_VECTOR_ROWS, RowPool, ThreadPlan, blas_threads, fastest_matrix_vector_threads
 from .tokenizer import NeoTokenizer, tokenizer_from_folder
-from .untrusted_json import is_int
+from .values import is_int
 
 
 class NeoModel:

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError
-from .untrusted_json import is_int, parse_json, quoted
+from .untrusted_json import parse_json, quoted
+from .values import is_int
 
 FILE_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}  # BF16 read as raw bits
 DTYPE_BITS = {  # every dtype the safetensors format defines, with its size in bits

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import InputError
-from .untrusted_json import is_int
+from .values import is_int
 
 
 @dataclass(frozen=True)

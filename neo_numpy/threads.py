@@ -23,7 +23,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
 from .errors import InputError
-from .untrusted_json import is_int
+from .values import is_int
 
 ROW_BLOCK = 64  # rows per block of a prompt's elementwise work: [64, 3072] float32 is 0.8 MB, within L2
 MATRIX_VECTOR_ROWS = 8  # up to this many rows (batch x new positions) a product counts as matrix-vector work

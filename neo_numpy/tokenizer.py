@@ -11,7 +11,8 @@ import numpy as np
 
 from .errors import CheckpointError, InputError
 from .hub import DEFAULT_MODEL, resolve_model_dir
-from .untrusted_json import is_int, quoted
+from .untrusted_json import quoted
+from .values import is_int
 
 END_OF_TEXT = "<|endoftext|>"
 

@@ -6,6 +6,7 @@ W @ x.T orientation of few-row products and the fused q/k/v weight. (Whole-model
 test_forward_parity.py and test_generation.py.)
 """
 
+import copy
 import threading
 
 import numpy as np
@@ -141,3 +142,42 @@ def test_fused_qkv_shares_memory_with_the_layer_weights(checkpoint_dirs):
         assert stacked.shape == (3 * width, width)
         for i, part in enumerate((layer.q_proj_weight, layer.k_proj_weight, layer.v_proj_weight)):
             assert np.shares_memory(part, stacked) and np.array_equal(part, stacked[i * width : (i + 1) * width])
+
+
+def test_q_k_v_weights_never_go_stale(torch_models, tmp_path):
+    """Writing into a q/k/v view changes the logits; assigning a new q gives the logits of a checkpoint saved with
+    that q, and views taken earlier see it; an array of another shape or dtype is refused in one sentence."""
+    import torch
+    from checkpoints import save_checkpoint
+
+    model = neo_numpy.load_model(save_checkpoint(torch_models["alternating"], tmp_path / "original"))
+    layer, width, ids = model.weights.layers[1], model.config.hidden_size, np.arange(30)[None]
+    original = model.forward(ids)
+
+    held_k = layer.k_proj_weight  # a view, taken before anything changes
+    held_k *= 2  # in place: the stacked weight the engine multiplies by changes with it
+    assert not np.allclose(model.forward(ids), original)
+    held_k /= 2  # exactly back (powers of two)
+    assert np.array_equal(model.forward(ids), original)
+
+    new_q = np.random.default_rng(0).standard_normal((width, width), dtype=np.float32) * 0.1
+    changed = copy.deepcopy(torch_models["alternating"])
+    with torch.no_grad():
+        changed.transformer.h[1].attn.attention.q_proj.weight.copy_(torch.from_numpy(new_q))
+    reference = neo_numpy.load_model(save_checkpoint(changed, tmp_path / "changed")).forward(ids)
+    held_q, stacked = layer.q_proj_weight, layer.qkv_proj_weight
+    layer.q_proj_weight = new_q
+    assert np.array_equal(held_q, new_q) and layer.qkv_proj_weight is stacked
+    assert np.array_equal(model.forward(ids), reference)
+
+    layer.qkv_proj_weight = stacked.copy() * 0  # the stacked weight itself is copied into, too
+    assert layer.qkv_proj_weight is stacked and not held_q.any()
+    layer.qkv_proj_weight = neo_numpy.load_model(tmp_path / "changed").weights.layers[1].qkv_proj_weight
+    assert np.array_equal(model.forward(ids), reference)
+
+    wrong_shape, wrong_dtype, not_an_array = new_q[:, :10], new_q.astype(np.float64), new_q.tolist()
+    for field in ("q_proj_weight", "v_proj_weight", "qkv_proj_weight"):
+        for value in (wrong_shape, wrong_dtype, not_an_array):
+            with pytest.raises(neo_numpy.InputError, match=rf"^{field} takes a ndarray of dtype float32 and shape"):
+                setattr(layer, field, value)
+    assert np.array_equal(model.forward(ids), reference)
