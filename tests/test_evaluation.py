@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from checkpoints import build_torch_model, require, save_checkpoint
 
-pytest.importorskip("lm_eval", reason="lm-eval is not installed: pip install -r requirements-eval.txt")
+require("lm_eval")
 
 import lm_eval  # noqa: E402
-from checkpoints import build_torch_model, save_checkpoint  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
 import neo_numpy  # noqa: E402

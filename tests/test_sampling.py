@@ -6,9 +6,17 @@ generate() builds it: repetition penalty, min_new_tokens, then (when sampling) t
 
 import numpy as np
 import pytest
-import torch
-from scipy.stats import chisquare
-from transformers.generation.logits_process import (
+from checkpoints import require
+
+from neo_numpy import GenerationSettings
+from neo_numpy.errors import InputError
+from neo_numpy.sampling import process_logits, sample
+
+require("torch", "transformers", "scipy")
+
+import torch  # noqa: E402
+from scipy.stats import chisquare  # noqa: E402
+from transformers.generation.logits_process import (  # noqa: E402
     LogitsProcessorList,
     MinNewTokensLengthLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
@@ -16,10 +24,6 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
-
-from neo_numpy import GenerationSettings
-from neo_numpy.errors import InputError
-from neo_numpy.sampling import process_logits, sample
 
 VOCAB = 50257
 EOS = 50256
