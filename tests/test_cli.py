@@ -138,6 +138,13 @@ def cli_runs(checkpoint_dirs, eos_checkpoint, cli_root):
         "empty_stdin": (["generate", "-m", model], ""),
         "prompt_and_file": (["generate", "The dog", "-f", prompt_file, "-m", model], None),
         "threads_0": (["generate", "The dog", "-m", model, "--threads", "0"], None),
+        "penalty_rounds_to_0": (["generate", "The dog", "-m", model, "--repetition-penalty", "1e-300"], None),
+        "temperature_rounds_to_0": (
+            ["generate", "The dog", "-m", model, "--do-sample", "--temperature", "1e-50"],
+            None,
+        ),
+        "temperature_overflows": (["generate", "The dog", "-m", model, "--do-sample", "--temperature", "1e-40"], None),
+        "context_plus_one": (["generate", "The dog", "-m", model, "-n", "511", "--no-echo"], None),
         # argparse refuses these itself: a usage line, then "... error: ...", exit status 2
         "n_not_a_number": (["generate", "The dog", "-m", model, "-n", "many"], None),
     }
@@ -250,6 +257,9 @@ ERRORS = {
     "empty_stdin": ["empty"],
     "prompt_and_file": ["--file"],
     "threads_0": ["--threads"],
+    "penalty_rounds_to_0": ["repetition", "1e-300", "float32"],  # no RuntimeWarning lines before it
+    "temperature_rounds_to_0": ["temperature", "1e-50", "float32"],
+    "temperature_overflows": ["temperature", "float32"],  # not 0 in float32, but the logits / 1e-40 overflow
 }
 
 
@@ -263,6 +273,13 @@ def test_bad_input_is_one_error_line(cli_runs, name):
     for word in ERRORS[name]:
         assert word in lines[0], f"the message should name {word!r}: {lines[0]}"
     assert "tok/s" not in stderr
+
+
+def test_prompt_plus_new_tokens_may_be_the_context_plus_one(cli_runs):
+    """ "The dog" is 2 tokens; 511 more make 513 = context + 1, as transformers allows: the last is never fed back."""
+    code, stdout, stderr = cli_runs["context_plus_one"]
+    assert code == 0, stderr
+    assert_summary(stderr)
 
 
 def test_a_bad_command_line_is_one_error_line(cli_runs):

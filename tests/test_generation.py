@@ -310,15 +310,18 @@ def test_min_new_tokens_holds_eos_back(neo_models, torch_models, greedy_referenc
 # --------------------------------------------------------------------------- refusing bad input
 
 
-def test_prompt_plus_new_tokens_beyond_the_context(neo_models):
+def test_prompt_plus_new_tokens_beyond_the_context(neo_models, torch_models):
     model = neo_models["alternating"]
     assert model.config.max_position_embeddings == 512
     prompt = np.random.default_rng(0).integers(0, 50000, size=(1, 510))
     with pytest.raises(InputError) as error:
-        model.generate(prompt[:, :500], max_new_tokens=13)
+        model.generate(prompt[:, :500], max_new_tokens=14)
     message = str(error.value)
-    assert "500" in message and "13" in message and "512" in message
-    assert model.generate(prompt[:, :510], max_new_tokens=2, eos_token_id=None).shape == (1, 512)  # exactly full fits
+    assert "500" in message and "14" in message and "512" in message
+    # context + 1 fits: the last new token is never fed back, and transformers computes it too
+    reference = hf_generate(torch_models["alternating"], prompt, max_new_tokens=3, eos_token_id=None, pad_token_id=EOS)
+    ours = model.generate(prompt, max_new_tokens=3, eos_token_id=None)
+    assert ours.shape == (1, 513) and (ours == reference).all()
 
 
 @pytest.mark.parametrize(
