@@ -40,6 +40,7 @@ UFUNC_METHODS = {  # ufunc methods CuPy implements, and for which ufuncs (None: 
     "reduce": {"add", "multiply"},
     "accumulate": {"add", "multiply"},
     "reduceat": {"add"},
+    "at": {"add", "maximum", "minimum"},  # the ufuncs with a scatter operation
 }
 
 

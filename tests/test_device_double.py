@@ -240,6 +240,18 @@ def test_installed_cupy_without_a_gpu_gives_one_sentence(monkeypatch):
         get_backend("cupy")
 
 
+def test_the_real_cupy_without_a_gpu_gives_one_sentence():
+    """Where CuPy is installed but no GPU answers (as in CI), asking for the backend is one BackendError."""
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed (pip install cupy-cuda12x)")
+    try:
+        cupy.cuda.runtime.getDeviceCount()
+    except cupy.cuda.runtime.CUDARuntimeError:
+        with expect_error(BackendError, "cannot reach a GPU"):
+            get_backend("cupy")
+    else:
+        pytest.skip("a GPU answers here: tests/test_cupy.py runs instead")
+
+
 def test_stream_equals_the_numpy_backend(on_device, on_host):
     _, models = on_device
     prompt = "The dog chased"
