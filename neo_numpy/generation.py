@@ -12,7 +12,6 @@ from .errors import InputError
 from .inputs import check_left_padded, check_token_ids, positions_from_mask
 from .sampling import process_logits, sample
 from .settings import GenerationSettings
-from .threads import blas_threads
 from .tokenizer import TextStream
 
 NO_TOKEN = -1  # marks a row whose scores are not finite, so the step is refused instead of choosing garbage
@@ -42,9 +41,8 @@ def generate_tokens(model, input_ids, attention_mask, settings: GenerationSettin
     positions = positions_from_mask(mask)
     next_position = xp.asarray(positions[:, -1:] + 1)  # [B, 1]
     cache = model.new_cache(batch, prompt_length + settings.max_new_tokens)
-    with blas_threads(model.threads.prefill):  # the prompt: matrix-matrix products
-        prompt_ids, prompt_positions, prompt_visible = (xp.asarray(a) for a in (ids, positions, mask.astype(bool)))
-        logits = model.step(prompt_ids, prompt_positions, prompt_visible, cache, last_positions=1)[:, -1]
+    prompt_ids, prompt_positions, prompt_visible = (xp.asarray(a) for a in (ids, positions, mask.astype(bool)))
+    logits = model.step(prompt_ids, prompt_positions, prompt_visible, cache, last_positions=1)[:, -1]
     unfinished = xp.ones(batch, dtype=bool)  # on the device, to replace finished rows' tokens
     finished_on_host = np.zeros(batch, dtype=bool)  # the same, from the copied tokens, to stop without a sync
     new_token_visible = xp.ones((batch, 1), dtype=bool)
@@ -69,8 +67,7 @@ def generate_tokens(model, input_ids, attention_mask, settings: GenerationSettin
             finished_on_host |= host_tokens == eos
         if step == settings.max_new_tokens - 1 or finished_on_host.all():
             return
-        with blas_threads(model.decode_threads(batch)):  # matrix-vector products (the count is measured once)
-            logits = model.step(tokens[:, None], next_position, new_token_visible, cache, last_positions=1)[:, -1]
+        logits = model.step(tokens[:, None], next_position, new_token_visible, cache, last_positions=1)[:, -1]
         next_position = next_position + 1
 
 

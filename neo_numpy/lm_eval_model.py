@@ -203,18 +203,49 @@ class NeoNumpyLM(TemplateLM):
     def generate_texts(self, ids, mask, max_new_tokens: int, until: list, settings: dict) -> list:
         """The new text of each row of a left-padded batch, generated until every row has produced EOS or one of
         the `until` strings, or max_new_tokens (HF generate() with lm-eval's stop-sequence criteria)."""
-        new_ids = [[] for _ in range(len(ids))]
-        for tokens in self.model.generate_tokens(
-            ids, mask, max_new_tokens=max_new_tokens, **generation_keywords(settings)
-        ):
-            for row, token in zip(new_ids, tokens):
-                row.append(int(token))
-            texts = [self.tok_decode(row) for row in new_ids]
-            if all(
-                row[-1] == self.eot_token_id or any(stop in text for stop in until) for row, text in zip(new_ids, texts)
-            ):
+        rows = [GeneratedRow(self.tokenizer, until) for _ in range(len(ids))]
+        steps = self.model.generate_tokens(ids, mask, max_new_tokens=max_new_tokens, **generation_keywords(settings))
+        for tokens in steps:
+            for row, token in zip(rows, tokens):
+                row.add(int(token))
+            if all(row.finished for row in rows):
                 break
-        return [self.tok_decode(row) for row in new_ids]
+        return [self.tok_decode(row.ids) for row in rows]
+
+
+class GeneratedRow:
+    """The tokens one row has generated so far, and whether it is finished: it produced EOS, or its text (decoded
+    without special tokens, as the answer is) contains one of the stop strings.
+
+    Each step decodes only the new token, so a row of n tokens costs O(n), not O(n^2). A stop string can span
+    tokens, so the search covers the new text plus the last len(longest stop) - 1 characters before it; a token
+    that ends inside a UTF-8 character is held back until the next completes it (as tokenizer.TextStream does).
+    """
+
+    def __init__(self, tokenizer, until: list):
+        self.tokenizer = tokenizer
+        self.until = until
+        self.keep = max((len(stop) for stop in until), default=1) - 1  # characters of text a stop may start in
+        self.ids = []  # every generated id (EOS repeats after the end, as transformers pads finished rows)
+        self.pending = []  # ids whose text is not complete yet
+        self.tail = ""  # the last `keep` characters of the text so far
+        self.finished = False
+
+    def add(self, token: int) -> None:
+        self.ids.append(token)
+        if self.finished:
+            return
+        if token == self.tokenizer.eos_token_id:
+            self.finished = True
+            return
+        self.pending.append(token)
+        text = self.tokenizer.decode(self.pending, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest of it
+            return
+        self.pending = []
+        window = self.tail + text
+        self.finished = any(stop in window for stop in self.until)
+        self.tail = window[max(0, len(window) - self.keep) :]
 
 
 def continuation_scores(logits, continuations) -> list:

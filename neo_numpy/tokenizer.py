@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError, InputError
-from .hub import DEFAULT_MODEL, resolve_model_dir
 from .untrusted_json import quoted
 from .values import is_int
 
@@ -82,11 +81,6 @@ def left_padded(rows, pad_id: int):
         ids[i, width - len(row) :] = row
         mask[i, width - len(row) :] = 1
     return ids, mask
-
-
-def load_tokenizer(name_or_path=DEFAULT_MODEL) -> NeoTokenizer:
-    """The tokenizer of a checkpoint: its tokenizer.json, or vocab.json + merges.txt (the files EleutherAI ships)."""
-    return tokenizer_from_folder(resolve_model_dir(name_or_path))
 
 
 def tokenizer_from_folder(folder: Path, config=None) -> NeoTokenizer:

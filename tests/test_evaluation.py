@@ -207,6 +207,82 @@ def test_greedy_generation_keeps_the_tasks_other_settings(both_runs, eval_checkp
     assert penalised != responses(both_runs[0], "neo_generate")  # the penalty changed the texts
 
 
+def stop_across_a_token_boundary(tokenizer, tokens):
+    """(a stop string made of the last 2 characters of token k-1's text and the first 2 of token k's, k): the first
+    k >= 2 where the text before the boundary does not contain it yet."""
+    for k in range(2, len(tokens)):
+        before, after = tokenizer.decode(tokens[:k]), tokenizer.decode(tokens[: k + 1])
+        stop = before[-2:] + after[len(before) : len(before) + 2]
+        if after.startswith(before) and len(after) >= len(before) + 2 and "\ufffd" not in stop and stop not in before:
+            return stop, k
+    raise AssertionError("no token boundary to put a stop string on")
+
+
+def counted_generation(lm, ids, until, monkeypatch):
+    """(generate_texts' text for one prompt, the steps generated, the length of every tokenizer.decode call)."""
+    steps, decoded = [], []
+    generate_tokens, decode = lm.model.generate_tokens, lm.tokenizer.decode
+    counted_steps = lambda *args, **kwargs: (steps.append(t) or t for t in generate_tokens(*args, **kwargs))  # noqa: E731
+    counted_decode = lambda ids, **kwargs: decoded.append(len(list(ids))) or decode(ids, **kwargs)  # noqa: E731
+    with monkeypatch.context() as patch:
+        patch.setattr(lm.model, "generate_tokens", counted_steps)
+        patch.setattr(lm.tokenizer, "decode", counted_decode)
+        text = lm.generate_texts(np.array([ids]), np.ones((1, len(ids)), dtype=np.int64), 20, until, {})
+    return text, steps, decoded
+
+
+def test_generation_stops_at_the_token_that_completes_a_stop_string(eval_checkpoint, monkeypatch):
+    """A stop string spanning two tokens stops the row at its last token, the answer equals HFLM's, and the text
+    is decoded incrementally: each generated token is decoded a bounded number of times, not once per step."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from neo_numpy.lm_eval_model import NeoNumpyLM
+
+    ours = NeoNumpyLM(eval_checkpoint, batch_size=2)
+    prompts, stops, unstopped = ["The river", "She walked to the old house"], [], []
+    for prompt in prompts:
+        ids = ours.tok_encode(prompt)
+        tokens = ours.model.generate(np.array([ids]), max_new_tokens=20, eos_token_id=None)[0, len(ids) :].tolist()
+        assert ours.eot_token_id not in tokens
+        stop, k = stop_across_a_token_boundary(ours.tokenizer, tokens)
+        stops.append(stop)
+        unstopped.append(tokens)
+
+        text, steps, _ = counted_generation(ours, ids, [stop, "<|endoftext|>"], monkeypatch)
+        assert text == [ours.tokenizer.decode(tokens[: k + 1])] and len(steps) == k + 1
+        text, steps, decoded = counted_generation(ours, ids, ["<|endoftext|>"], monkeypatch)
+        assert text == [ours.tokenizer.decode(tokens)] and len(steps) == 20
+        assert sum(decoded) <= 3 * 20  # each step decodes its new token (or a few, for a split character), not all
+
+    requests = [
+        Instance("generate_until", {}, (prompt, {"until": stops, "max_gen_toks": 20, "do_sample": False}), index)
+        for index, prompt in enumerate(prompts)
+    ]
+    theirs = HFLM(pretrained=str(eval_checkpoint), dtype="float32", device="cpu", batch_size=1)
+    answers = ours.generate_until(requests)
+    assert answers == theirs.generate_until(requests)
+    assert answers == [ours.tokenizer.decode(tokens).split(stops[0])[0].split(stops[1])[0] for tokens in unstopped]
+
+
+def test_a_row_is_finished_by_eos_or_a_stop_string_split_anywhere(eval_checkpoint):
+    from neo_numpy.lm_eval_model import GeneratedRow
+
+    tokenizer = neo_numpy.load_tokenizer(eval_checkpoint)
+
+    def finished_after_each(text, until):
+        row = GeneratedRow(tokenizer, until)
+        return [row.add(token) or row.finished for token in tokenizer.encode(text)]
+
+    assert len(tokenizer.encode("a😀b")) == 4  # the emoji's four bytes are two tokens
+    assert finished_after_each("a😀b", ["😀"]) == [False, False, True, True]  # found once the character is whole
+    assert finished_after_each("héllo wörld", ["lo w"]) == [False, False, False, True, True, True]  # 'llo' + ' w'
+    assert finished_after_each("héllo wörld", ["xyz", "ld"]) == [False] * 5 + [True]
+    row = GeneratedRow(tokenizer, ["xyz"])
+    row.add(tokenizer.eos_token_id)
+    assert row.finished
+
+
 def test_the_tasks_reach_past_the_context(both_runs, eval_checkpoint):
     """Rolling documents need one window and many; a passage and a prompt are cut on the left, as in HFLM."""
     tokenizer = neo_numpy.load_tokenizer(eval_checkpoint)

@@ -13,8 +13,17 @@ import numpy as np
 import pytest
 
 import neo_numpy
-from neo_numpy.cache import prefill_masks
-from neo_numpy.layers import attention, gelu_new, layer_norm, linear, merge_heads, prompt_attention
+from neo_numpy.layers import (
+    add_bias_then_gelu,
+    attention,
+    gelu_new,
+    layer_norm,
+    linear,
+    merge_heads,
+    mlp,
+    prefill_masks,
+    prompt_attention,
+)
 from neo_numpy.threads import RowPool, blas_threads
 
 HEADS, HEAD_DIM = 3, 8
@@ -78,17 +87,21 @@ def test_row_blocks_give_the_plain_results_exactly(count):
     rng = np.random.default_rng(count)
     x = rng.standard_normal((count, 24), dtype=np.float32) * 3
     weight, bias = rng.standard_normal(24, dtype=np.float32), rng.standard_normal(24, dtype=np.float32)
-    normed, activated = np.empty_like(x), x.copy()
     pool = RowPool(2, block_rows=64)
+    normed = layer_norm(x, weight, bias, 1e-5, pool)
+    plain = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5) * weight + bias
+    assert np.array_equal(normed, layer_norm(x, weight, bias, 1e-5)) and normed.dtype == np.float32
+    assert relative_error(normed, plain) < 1e-6
+    activated = x.copy()
+    pool.rows(lambda start, stop: add_bias_then_gelu(activated[start:stop], bias), count)
+    assert np.array_equal(activated, gelu_new(x + bias)) and activated.dtype == np.float32
 
-    def both(start, stop):
-        layer_norm(x[start:stop], weight, bias, 1e-5, out=normed[start:stop])
-        gelu_new(activated[start:stop], out=activated[start:stop])
 
-    pool.rows(both, count)
-    assert np.array_equal(normed, layer_norm(x, weight, bias, 1e-5))
-    assert np.array_equal(activated, gelu_new(x))
-    assert normed.dtype == activated.dtype == np.float32
+def test_mlp_on_the_pool_gives_c_proj_of_gelu_of_c_fc(neo_models):
+    layer = neo_models["local_first"].weights.layers[0]
+    x = np.random.default_rng(3).standard_normal((2, 150, layer.c_fc_weight.shape[1]), dtype=np.float32)
+    plain = linear(gelu_new(linear(x, layer.c_fc_weight, layer.c_fc_bias)), layer.c_proj_weight, layer.c_proj_bias)
+    assert np.array_equal(mlp(x, layer, RowPool(2)), plain) and np.array_equal(mlp(x, layer), plain)
 
 
 def test_pool_runs_every_item_once_on_several_threads_and_restores_blas_threads():
@@ -107,12 +120,14 @@ def test_pool_runs_every_item_once_on_several_threads_and_restores_blas_threads(
         with lock:
             seen.append(item)
             threads.add(threading.get_ident())
+            counts_inside.append(blas_counts())
 
     with blas_threads(2):
-        before = blas_counts()
-        pool.run(record, range(10), blas_threads_each=1)
+        before, counts_inside = blas_counts(), []
+        pool.run(record, range(10))
         assert blas_counts() == before
     assert sorted(seen) == list(range(10)) and len(threads) == 2
+    assert all(count == 1 for counts in counts_inside for count in counts)  # the pool is the parallelism
 
 
 def test_pool_passes_on_a_worker_error():

@@ -89,12 +89,13 @@ def test_attention_types_with_unknown_kind(folder):
         neo_numpy.load_model(folder)
 
 
-def test_config_missing_an_entry(folder):
+def test_config_leaving_out_a_size_gets_transformers_default(folder):
+    """A size left out takes GPTNeoConfig's default (2048 positions), as in transformers: here the weights disagree."""
     path = folder / "config.json"
     raw = json.loads(path.read_text())
-    del raw["window_size"]
+    del raw["max_position_embeddings"]
     path.write_text(json.dumps(raw))
-    with expect_error(CheckpointError, path, "window_size"):
+    with expect_error(CheckpointError, "transformer.wpe.weight", "2048", "512"):
         neo_numpy.load_model(folder)
 
 
@@ -115,12 +116,19 @@ def test_config_value_not_positive(folder, entry, value):
 
 @pytest.mark.parametrize(
     "attention_types",
-    [[["global", 2]], [[["global"]]], None, [[["global"], "two"]]],
-    ids=["pattern-not-a-list", "no-repeat-count", "null", "repeat-count-not-a-number"],
+    [[["global", 2]], [[["global"]]], [[["global"], "two"]]],
+    ids=["pattern-not-a-list", "no-repeat-count", "repeat-count-not-a-number"],
 )
 def test_attention_types_malformed(folder, attention_types):
     path = edit_config(folder, attention_types=attention_types)
     with expect_error(CheckpointError, path, "malformed"):
+        neo_numpy.load_model(folder)
+
+
+def test_null_attention_types_means_the_default(folder):
+    """null is GPTNeoConfig's default [[["global", "local"], 12]]: 24 layers, not this checkpoint's 2."""
+    path = edit_config(folder, attention_types=None)
+    with expect_error(CheckpointError, path, "attention_types", "24 layers", "num_layers is 2"):
         neo_numpy.load_model(folder)
 
 
@@ -236,15 +244,21 @@ def test_missing_tensor(folder):
         neo_numpy.load_model(folder)
 
 
-def test_foreign_tensor(folder):
+def test_foreign_tensor_is_ignored_with_one_warning(folder, caplog):
+    """transformers ignores a tensor its model has no place for (it reports it as UNEXPECTED); so does neo_numpy."""
     name = "transformer.h.0.attn.c_attn.weight"  # GPT-2's fused qkv projection
+    ids = np.array([[464, 3290, 318]])
+    expected = neo_numpy.load_model(folder).forward(ids)
 
     def add(tensors):
         tensors[name] = np.zeros((60, 180), dtype=np.float32)
+        tensors["score.weight"] = np.zeros((2, 60), dtype=np.int64)
 
     rewrite_tensors(folder, add)
-    with expect_error(CheckpointError, name):
-        neo_numpy.load_model(folder)
+    caplog.clear()
+    np.testing.assert_array_equal(neo_numpy.load_model(folder).forward(ids), expected)
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and "score.weight" in warnings[0] and "1 more" in warnings[0], warnings
 
 
 def test_gpt2_style_file(folder):
@@ -261,13 +275,14 @@ def test_gpt2_style_file(folder):
 
 
 def test_unsupported_tensor_dtype(folder):
+    """Integer weights are refused: neo_numpy reads floating-point dtypes (F64 is cast: test_transformers_configs)."""
     name = "transformer.ln_f.bias"
 
-    def to_float64(tensors):
-        tensors[name] = tensors[name].astype(np.float64)
+    def to_int64(tensors):
+        tensors[name] = tensors[name].astype(np.int64)
 
-    rewrite_tensors(folder, to_float64)
-    with expect_error(CheckpointError, name, "F64"):
+    rewrite_tensors(folder, to_int64)
+    with expect_error(CheckpointError, name, "I64", "F64"):
         neo_numpy.load_model(folder)
 
 
@@ -355,6 +370,33 @@ def test_attention_mask_with_all_zero_row(neo_models):
 def test_input_error_is_a_value_error():
     assert issubclass(InputError, ValueError) and issubclass(InputError, neo_numpy.NeoNumpyError)
     assert issubclass(ModelNotFoundError, CheckpointError)
+
+
+# ---------------------------------------------------------------------------------------------- the front door
+
+
+def test_open_checkpoint_reads_the_config_once_and_the_tokenizer_on_first_use(folder):
+    (folder / "tokenizer.json").write_text("not a tokenizer")
+    checkpoint = neo_numpy.open_checkpoint(folder)  # the broken tokenizer is not read yet
+    assert checkpoint.folder == folder and checkpoint.config.num_layers == 2
+    (folder / "config.json").unlink()  # load_model(checkpoint) does not read it again
+    model = neo_numpy.load_model(checkpoint)
+    assert model.config is checkpoint.config and neo_numpy.open_checkpoint(checkpoint) is checkpoint
+    with expect_error(CheckpointError, "tokenizer.json"):
+        checkpoint.tokenizer  # noqa: B018
+
+
+def test_checkpoint_tokenizer_is_kept_and_shared_with_load_tokenizer(folder):
+    checkpoint = neo_numpy.open_checkpoint(folder)
+    assert checkpoint.tokenizer is checkpoint.tokenizer is neo_numpy.load_tokenizer(checkpoint)
+    assert checkpoint.tokenizer.encode("Hello world") == [15496, 995]
+
+
+def test_load_tokenizer_checks_the_tokenizer_against_the_config(folder):
+    """load_tokenizer and NeoModel.tokenizer make the same check: ids beyond the model's vocabulary are refused."""
+    edit_config(folder, vocab_size=50000)
+    with expect_error(CheckpointError, folder, "50256", "49999"):
+        neo_numpy.load_tokenizer(folder)
 
 
 # -------------------------------------------------------------------------------------- hostile shard indexes
@@ -462,12 +504,8 @@ def test_duplicate_name_in_the_index(torch_models, tmp_path):
         ("window_size", 0),
         ("num_layers", 10**6),
         ("vocab_size", 10**30),
-        ("eos_token_id", -1),
-        ("eos_token_id", 50257),
-        ("eos_token_id", []),
         ("eos_token_id", [50256, 13]),  # transformers stops at either; neo_numpy stops at one, so it refuses
-        ("eos_token_id", "50256"),
-        ("bos_token_id", None),
+        ("eos_token_id", "50256"),  # (ids outside the vocabulary and null load, as in transformers)
         ("hidden_size", float("inf")),
         ("attention_types", [[[1, "x"], 2]]),
         ("attention_types", [[["global"], True]]),
