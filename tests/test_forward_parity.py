@@ -317,6 +317,7 @@ def test_config_dataclass_fields():
         "activation_function",
         "bos_token_id",
         "eos_token_id",
+        "tie_word_embeddings",
     }
     config = NeoConfig.from_dict(raw_config())
     with pytest.raises(dataclasses.FrozenInstanceError):
