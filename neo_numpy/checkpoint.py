@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import NeoConfig
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 from .paths import check_inside_folder, kind_of, read_bounded, shown
 from .safetensors_reader import read_header, read_tensor
 from .untrusted_json import parse_json, quoted
@@ -24,16 +24,49 @@ IGNORED_SUFFIXES = ("attn.attention.bias", "attn.attention.masked_bias")  # caus
 MAX_INDEX_BYTES = 20_000_000  # 2.7B's index is 30 KB; the largest models on the Hub (thousands of tensors) ~2 MB
 
 
+def _stacked_part(index: int, name: str) -> property:
+    """Rows index*D .. (index+1)*D of qkv_proj_weight: reading gives a view, assigning copies into it."""
+
+    def view(layer):  # [D, D]
+        width = layer.qkv_proj_weight.shape[1]
+        return layer.qkv_proj_weight[index * width : (index + 1) * width]
+
+    def assign(layer, value):
+        _copy_into(view(layer), value, name)
+
+    return property(view, assign, doc=f"{name} [D, D]: a view of qkv_proj_weight; assigning copies into it.")
+
+
+def _copy_into(target, value, name: str) -> None:
+    """target[...] = value, for an array of the same kind, dtype and shape only: anything else is refused, never cast
+    or broadcast, so a weight can only be replaced by a weight."""
+    if not isinstance(value, type(target)) or value.dtype != target.dtype or value.shape != target.shape:
+        raise InputError(
+            f"{name} takes {_described(target)} (it is copied into the stacked q/k/v weight), got {_described(value)}."
+        )
+    target[...] = value
+
+
+def _described(array) -> str:
+    if not hasattr(array, "dtype") or not hasattr(array, "shape"):
+        return f"a {type(array).__name__}"
+    return f"a {type(array).__name__} of dtype {array.dtype} and shape {list(array.shape)}"
+
+
 @dataclass
 class LayerWeights:
-    """One transformer block's parameters. Shapes for the 125M model (hidden 768, inner 3072) in comments."""
+    """One transformer block's parameters. Shapes for the 125M model (hidden 768, inner 3072) in comments.
+
+    q, k and v are held once, stacked in qkv_proj_weight, so attention needs one product per layer.
+    q_proj_weight, k_proj_weight and v_proj_weight are views of its three parts. Assigning any of the four copies
+    the new values into the stacked array (same array kind, dtype and shape, else InputError), so a view taken
+    earlier never goes stale. To update weights (training), write in place: `w -= step` or `w[...] = new`.
+    """
 
     kind: str  # "global" or "local" attention
     ln_1_weight: object  # [768]
     ln_1_bias: object  # [768]
-    q_proj_weight: object  # [768, 768]  (no bias)
-    k_proj_weight: object  # [768, 768]  (no bias)
-    v_proj_weight: object  # [768, 768]  (no bias)
+    qkv_proj_weight: object  # [2304, 768]: q, k and v stacked (no bias)
     out_proj_weight: object  # [768, 768]
     out_proj_bias: object  # [768]
     ln_2_weight: object  # [768]
@@ -42,8 +75,16 @@ class LayerWeights:
     c_fc_bias: object  # [3072]
     c_proj_weight: object  # [768, 3072]
     c_proj_bias: object  # [768]
-    qkv_proj_weight: object  # [2304, 768]: q, k and v stacked, one product per layer; the three fields above are
-    #                          views into it, so nothing is held twice
+
+    q_proj_weight = _stacked_part(0, "q_proj_weight")  # [768, 768]
+    k_proj_weight = _stacked_part(1, "k_proj_weight")  # [768, 768]
+    v_proj_weight = _stacked_part(2, "v_proj_weight")  # [768, 768]
+
+    def __setattr__(self, name, value):
+        if name == "qkv_proj_weight" and name in self.__dict__:  # after construction: into the array the views see
+            _copy_into(self.qkv_proj_weight, value, name)
+        else:
+            super().__setattr__(name, value)
 
 
 @dataclass
@@ -172,11 +213,8 @@ def load_weights(folder: Path, config: NeoConfig, to_device) -> NeoWeights:
     def layer(i, kind):  # block i's weights; q, k and v read into one stacked [3D, D] array
         names = {field: f"transformer.h.{i}.{name}" for field, (name, _) in LAYER_TENSORS.items()}
         qkv = to_device(np.concatenate([read_tensor(entries[names[field]], names[field]) for field in QKV_FIELDS]))
-        views = {
-            field: qkv[j * config.hidden_size : (j + 1) * config.hidden_size] for j, field in enumerate(QKV_FIELDS)
-        }
         fields = {field: tensor(name) for field, name in names.items() if field not in QKV_FIELDS}
-        return LayerWeights(kind=kind, qkv_proj_weight=qkv, **views, **fields)
+        return LayerWeights(kind=kind, qkv_proj_weight=qkv, **fields)
 
     layers = [layer(i, kind) for i, kind in enumerate(config.attention_layers)]
     wte = tensor("transformer.wte.weight")

@@ -5,45 +5,19 @@ import os
 import shutil
 import threading
 import tracemalloc
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
-from checkpoints import save_checkpoint
-from safetensors.numpy import load_file, save_file
+from checkpoints import SECRET, SOURCE, edit_config, require, save_checkpoint, write_raw_safetensors
+from conftest import expect_error
 
 import neo_numpy
-from neo_numpy import CheckpointError, InputError, ModelNotFoundError
+from neo_numpy import CheckpointError, InputError, ModelNotFoundError, hub
 
-SOURCE = "all_global"  # the smallest test checkpoint (2 layers, hidden 60)
+require("safetensors")
 
-
-@contextmanager
-def expect_error(exception_class, *needles):
-    """pytest.raises for exactly `exception_class`, whose one-line message names every needle (file, tensor, value)."""
-    with pytest.raises(exception_class) as caught:
-        yield caught
-    message = str(caught.value)
-    print(f"\n[{type(caught.value).__name__}] {message}")
-    assert type(caught.value) is exception_class, f"expected {exception_class.__name__}, got {caught.type.__name__}"
-    for needle in needles:
-        assert str(needle) in message, f"{needle!r} is not named in: {message}"
-    assert "\n" not in message.strip(), f"message is not one line: {message!r}"
-
-
-@pytest.fixture
-def folder(checkpoint_dirs, tmp_path):
-    """A private, intact copy of a small checkpoint, to damage."""
-    return shutil.copytree(checkpoint_dirs[SOURCE], tmp_path / "checkpoint")
-
-
-def edit_config(folder, **changes):
-    path = folder / "config.json"
-    raw = json.loads(path.read_text())
-    raw.update(changes)
-    path.write_text(json.dumps(raw))
-    return path
+from safetensors.numpy import load_file, save_file  # noqa: E402
 
 
 def rewrite_tensors(folder, edit):
@@ -161,11 +135,6 @@ def test_null_attention_types_means_the_default(folder):
 
 
 # ---------------------------------------------------------------------------------------------- weight files
-
-
-def write_raw_safetensors(path, header, data=b""):
-    encoded = json.dumps(header).encode()
-    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data)
 
 
 def test_only_pytorch_bin(folder):
@@ -432,9 +401,178 @@ def test_load_tokenizer_checks_the_tokenizer_against_the_config(folder):
         neo_numpy.load_tokenizer(folder)
 
 
+# -------------------------------------------------------------------------------------- hostile shard indexes
+
+
+def sharded(torch_models, tmp_path):
+    """A sharded copy of the test checkpoint: (folder, index path, index dict)."""
+    folder = save_checkpoint(torch_models[SOURCE], tmp_path / "sharded", max_shard_size="200KB")
+    index = folder / "model.safetensors.index.json"
+    return folder, index, json.loads(index.read_text())
+
+
+def point_index_at(index, raw, shard_name):
+    """Map every tensor of the first shard to `shard_name` instead."""
+    first = sorted(set(raw["weight_map"].values()))[0]
+    raw["weight_map"] = {name: shard_name if shard == first else shard for name, shard in raw["weight_map"].items()}
+    index.write_text(json.dumps(raw))
+
+
+@pytest.mark.parametrize(
+    "shard_name",
+    ["SECRET_ABSOLUTE", "../../../../../../SECRET_RELATIVE", "../outside/model.safetensors", "sub/x.safetensors", ".."],
+)
+def test_index_shard_names_must_be_plain_file_names(torch_models, tmp_path, shard_name):
+    folder, index, raw = sharded(torch_models, tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(SECRET)
+    outside = tmp_path / "outside"  # a valid shard outside the folder must not load either
+    outside.mkdir()
+    first = sorted(set(raw["weight_map"].values()))[0]
+    shutil.copy(folder / first, outside / "model.safetensors")
+    relative_secret = "../" * len(secret.parent.parts) + str(secret).lstrip("/")
+    shard_name = {"SECRET_ABSOLUTE": str(secret), "../../../../../../SECRET_RELATIVE": relative_secret}.get(
+        shard_name, shard_name
+    )
+    point_index_at(index, raw, shard_name)
+    with expect_error(CheckpointError, index, "plain file name") as caught:
+        neo_numpy.load_model(folder)
+    assert "root:" not in str(caught.value) and str(int.from_bytes(SECRET[:8], "little")) not in str(caught.value)
+    assert not hub.is_complete_checkpoint(folder)
+
+
+def test_index_shard_that_links_outside_the_folder(torch_models, tmp_path):
+    folder, index, raw = sharded(torch_models, tmp_path)
+    first = sorted(set(raw["weight_map"].values()))[0]
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.move(folder / first, outside)
+    (folder / first).symlink_to(outside)
+    with expect_error(CheckpointError, first, "outside"):
+        neo_numpy.load_model(folder)
+    (folder / first).unlink()  # a link that stays inside the folder is fine
+    shutil.move(outside, folder / "real.bin")
+    (folder / first).symlink_to(folder / "real.bin")
+    assert neo_numpy.load_model(folder).config.num_layers == 2
+
+
+def test_hf_cache_snapshot_links_into_blobs_load(torch_models, tmp_path):
+    """The Hugging Face cache keeps files in blobs/ and links them from snapshots/<revision>/: that is allowed."""
+    folder, index, raw = sharded(torch_models, tmp_path)
+    snapshot = tmp_path / "models--someone--neo" / "snapshots" / "0123abcd"
+    blobs = tmp_path / "models--someone--neo" / "blobs"
+    snapshot.mkdir(parents=True)
+    blobs.mkdir()
+    for item in folder.iterdir():
+        shutil.move(item, blobs / item.name)
+        (snapshot / item.name).symlink_to(Path("../../blobs") / item.name)
+    assert neo_numpy.load_model(snapshot).config.num_layers == 2
+
+
+def test_tensor_in_a_shard_the_index_does_not_map_there(torch_models, tmp_path):
+    """Two shards both holding ln_f.bias: the index names one, so the other copy must not silently win."""
+    folder, index, raw = sharded(torch_models, tmp_path)
+    shards = sorted(set(raw["weight_map"].values()))
+    owner = raw["weight_map"]["transformer.ln_f.bias"]
+    other = next(shard for shard in shards if shard != owner)
+    tensors = load_file(str(folder / other))
+    tensors["transformer.ln_f.bias"] = np.zeros(60, dtype=np.float32)
+    save_file(tensors, str(folder / other))
+    with expect_error(CheckpointError, other, "transformer.ln_f.bias", index.name):
+        neo_numpy.load_model(folder)
+
+
+def test_duplicate_name_in_the_index(torch_models, tmp_path):
+    folder, index, raw = sharded(torch_models, tmp_path)
+    text = json.dumps(raw)
+    index.write_text(text.replace('"weight_map": {', '"weight_map": {"transformer.ln_f.bias": "x.safetensors", ', 1))
+    with expect_error(CheckpointError, index, "'transformer.ln_f.bias' twice"):
+        neo_numpy.load_model(folder)
+
+
+# -------------------------------------------------------------------------------------- hostile config values
+
+
+@pytest.mark.parametrize(
+    "entry, value",
+    [
+        ("layer_norm_epsilon", float("nan")),
+        ("layer_norm_epsilon", -10),
+        ("layer_norm_epsilon", float("inf")),
+        ("layer_norm_epsilon", "1e-5"),
+        ("hidden_size", 60.7),
+        ("num_heads", 4.9),
+        ("num_heads", True),
+        ("window_size", True),
+        ("window_size", 0),
+        ("num_layers", 10**6),
+        ("vocab_size", 10**30),
+        ("eos_token_id", [50256, 13]),  # transformers stops at either; neo_numpy stops at one, so it refuses
+        ("eos_token_id", "50256"),  # (ids outside the vocabulary and null load, as in transformers)
+        ("hidden_size", float("inf")),
+        ("attention_types", [[[1, "x"], 2]]),
+        ("attention_types", [[["global"], True]]),
+        ("attention_types", [[["global"], -2], [["global"], 4]]),
+        ("activation_function", ["gelu_new"]),
+    ],
+)
+def test_config_values_are_checked_by_type(folder, entry, value):
+    path = edit_config(folder, **{entry: value})
+    with expect_error(CheckpointError, path, entry):
+        neo_numpy.load_model(folder)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"hidden_size": 1e400}', '{"hidden_size": ' + "9" * 5000 + "}", "[" * 100_000, '{"a": 1, "a": 2}'],
+    ids=["1e400", "5000-digit-int", "deep-nesting", "duplicate-key"],
+)
+def test_malformed_config_json(folder, text):
+    path = folder / "config.json"
+    path.write_text(text)
+    with expect_error(CheckpointError, path):
+        neo_numpy.load_model(folder)
+
+
+@pytest.mark.parametrize(
+    "attention_types", [[[["global", "local"], 100_000_000]], [[["global"], 10**100]]], ids=["1e8", "1e100"]
+)
+def test_huge_attention_types_are_refused_before_expanding(folder, attention_types):
+    path = edit_config(folder, attention_types=attention_types)
+    tracemalloc.start()
+    with expect_error(CheckpointError, path, "attention_types", "num_layers is 2"):
+        neo_numpy.NeoConfig.from_file(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 10_000_000, f"checking attention_types took {peak} bytes"
+
+
+def test_unreadable_folder(folder, monkeypatch):
+    """A folder the user may not list: Path.is_file() itself raises PermissionError (simulated; tests run as root)."""
+    stat = Path.stat
+
+    def refuse_inside(path, *args, **kwargs):
+        if folder in Path(path).parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", refuse_inside)
+    with expect_error(CheckpointError, folder, "Permission denied"):
+        neo_numpy.load_model(folder)
+    with expect_error(CheckpointError, folder, "Permission denied"):
+        neo_numpy.load_tokenizer(folder)
+
+
+# --------------------------------------------------------------------------------------------- hostile inputs
+
+
+def test_ragged_input_ids(small_model):
+    with expect_error(InputError, "input_ids"):
+        small_model.forward([[1, 2], [3]])
+
+
 # ---------------------------------------------------------------------------------------------- paths and files
 
-SECRET = "SECRET-7f3a"  # a value in a file outside the checkpoint folder: no message may show it
+SECRET_VALUE = "SECRET_VALUE-7f3a"  # a value in a file outside the checkpoint folder: no message may show it
 
 
 @pytest.mark.parametrize("load", [neo_numpy.load_model, neo_numpy.load_tokenizer, neo_numpy.open_checkpoint])
@@ -469,10 +607,10 @@ def outside_file(tmp_path, name, text):
 
 
 LINKED_FILES = {  # file -> what it holds outside the folder (each would be read, and its value shown, if followed)
-    "config.json": json.dumps({"model_type": SECRET}),
-    "tokenizer.json": json.dumps({"model": SECRET}),
-    "tokenizer_config.json": json.dumps({"tokenizer_class": SECRET}),
-    "special_tokens_map.json": json.dumps({"eos_token": [SECRET]}),
+    "config.json": json.dumps({"model_type": SECRET_VALUE}),
+    "tokenizer.json": json.dumps({"model": SECRET_VALUE}),
+    "tokenizer_config.json": json.dumps({"tokenizer_class": SECRET_VALUE}),
+    "special_tokens_map.json": json.dumps({"eos_token": [SECRET_VALUE]}),
 }
 
 
@@ -482,18 +620,18 @@ def test_file_linked_from_outside_the_folder(name, folder, tmp_path):
     (folder / name).symlink_to(outside_file(tmp_path, name, LINKED_FILES[name]))
     with expect_error(CheckpointError, folder / name, "outside") as caught:
         neo_numpy.load_tokenizer(folder)
-    assert SECRET not in str(caught.value) and "elsewhere" not in str(caught.value)
+    assert SECRET_VALUE not in str(caught.value) and "elsewhere" not in str(caught.value)
 
 
 def test_shard_index_linked_from_outside_the_folder(torch_models, tmp_path):
     folder = save_checkpoint(torch_models[SOURCE], tmp_path / "sharded", max_shard_size="200KB", with_tokenizer=False)
     index = folder / "model.safetensors.index.json"
-    target = outside_file(tmp_path, "index.json", index.read_text().replace("weight_map", SECRET))
+    target = outside_file(tmp_path, "index.json", index.read_text().replace("weight_map", SECRET_VALUE))
     index.unlink()
     index.symlink_to(target)
     with expect_error(CheckpointError, index, "outside") as caught:
         neo_numpy.load_model(folder)
-    assert SECRET not in str(caught.value)
+    assert SECRET_VALUE not in str(caught.value)
 
 
 def test_weights_file_may_be_a_link_anywhere(folder, tmp_path):

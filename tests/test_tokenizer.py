@@ -5,10 +5,11 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from checkpoints import write_gpt2_tokenizer
+from checkpoints import write_gpt2_tokenizer, write_word_tokenizer
+from conftest import expect_error
 
 import neo_numpy
-from neo_numpy import CheckpointError
+from neo_numpy import CheckpointError, InputError
 from neo_numpy.tokenizer import MAX_TOKENIZER_FILE_BYTES, TextStream
 
 # every kind of character that UTF-8 spreads over several bytes, and GPT-2 BPE over several tokens
@@ -172,6 +173,43 @@ def test_model_stream_pieces_concatenate_to_the_decode(neo_models, tokenizer):
     assert len(generated) == 60
     assert all(isinstance(piece, str) and piece for piece in pieces)
     assert "".join(pieces) == tokenizer.decode(generated)
+
+
+# ----------------------------------------------------------------------------- hostile tokenizers and prompts
+
+
+@pytest.mark.parametrize(
+    "vocab, needle",
+    [({"a": 0, "b": 1, "<unk>": 2}, "50256"), ({"a": 0, "<unk>": 60000, "<|endoftext|>": 50256}, "60000")],
+    ids=["three-words-no-eos", "ids-beyond-the-model"],
+)
+def test_tokenizer_that_does_not_fit_the_model(folder, vocab, needle):
+    write_word_tokenizer(folder, vocab)
+    loaded = neo_numpy.load_model(folder)
+    with expect_error(CheckpointError, folder, needle):
+        loaded.tokenizer  # noqa: B018
+    with expect_error(CheckpointError, needle):
+        list(loaded.stream("a b", max_new_tokens=2))
+
+
+@pytest.mark.parametrize("ids", [[-1], [10**10], [1.5], ["7"], [None]])
+def test_decode_of_ids_outside_the_vocabulary(small_model, ids):
+    with expect_error(InputError, "token id"):
+        small_model.tokenizer.decode(ids)
+
+
+@pytest.mark.parametrize("texts", [[], "one prompt", None])
+def test_encode_batch_needs_a_list_of_prompts(small_model, texts):
+    with expect_error(InputError, "encode_batch"):
+        small_model.tokenizer.encode_batch(texts)
+
+
+@pytest.mark.parametrize("text", ["caf\udce9", "\ud800", b"bytes", None])
+def test_prompt_that_is_not_utf8_text(small_model, text):
+    with expect_error(InputError, "prompt"):
+        small_model.tokenizer.encode(text)
+    with expect_error(InputError, "prompt"):
+        list(small_model.stream(text, max_new_tokens=2))
 
 
 # --------------------------------------------------------------------------- the files, as AutoTokenizer reads them
