@@ -11,8 +11,13 @@ import re
 import sys
 from pathlib import Path
 
-import nbformat
+import numpy as np
 import pytest
+from checkpoints import require
+
+require("nbformat")
+
+import nbformat  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -94,3 +99,62 @@ def test_notebook_runs(path, checkpoint, checkpoint_dirs):
     assert drew or embeds, f"{path.name} shows no picture"
     printed = "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     assert "✓ matches" in printed, f"{path.name} printed no passing check"
+
+
+def block_without_residual(h, layer, visible, config, record=None, name=""):  # 05's Try it 2
+    from neo_numpy.reference import attn, layer_norm, mlp
+
+    eps = config.layer_norm_epsilon
+    h = attn(layer_norm(h, layer.ln_1_weight, layer.ln_1_bias, eps), layer, visible, config.num_heads)
+    return mlp(layer_norm(h, layer.ln_2_weight, layer.ln_2_bias, eps), layer)
+
+
+def swaps(config):
+    """(notebook, function of reference.py, what its Try it puts in its place) for every exercise that swaps one."""
+    from neo_numpy.reference import softmax
+
+    def no_mask(kind, T, window_size):
+        return np.ones((T, T), dtype=bool)
+
+    def scaled_softmax(scores):
+        return softmax(scores / np.sqrt(config.head_dim))
+
+    def relu(x):
+        return np.maximum(x, 0)
+
+    return [
+        ("03_attention", "visible_keys", no_mask),
+        ("03_attention", "softmax", scaled_softmax),
+        ("04_mlp", "gelu_new", relu),
+        ("05_block_and_forward", "block", block_without_residual),
+        ("05_block_and_forward", "softmax", scaled_softmax),
+    ]
+
+
+def test_try_it_swaps_reach_reference_forward_and_are_undone(neo_models):
+    """03, 04 and 05's exercises replace one function of reference.py inside `with patch.object(reference, ...)`:
+    each replacement changes what reference.forward computes, and leaving the block restores it exactly."""
+    from unittest.mock import patch
+
+    from neo_numpy import reference
+
+    sys.path.insert(0, str(NOTEBOOK_DIR))
+    from nb_setup import PROMPT
+
+    model = neo_models["local_first"]
+    ids = np.array(model.tokenizer.encode(PROMPT))
+    logits = reference.forward(ids, model.weights, model.config)
+    for notebook, name, replacement in swaps(model.config):
+        assert f'patch.object(reference, "{name}"' in "\n".join(cells(NOTEBOOK_DIR / f"{notebook}.ipynb", "markdown"))
+        with patch.object(reference, name, replacement):
+            swapped = reference.forward(ids, model.weights, model.config)
+        assert np.abs(swapped - logits).max() > 1e-3 * np.abs(logits).max(), f"{notebook}: swapping {name} did nothing"
+        assert np.array_equal(reference.forward(ids, model.weights, model.config), logits)
+
+    changed = np.r_[ids[:-1], (ids[-1] + 1) % model.config.vocab_size]  # 03's prefix test, without the causal mask
+    with patch.object(reference, "visible_keys", swaps(model.config)[0][2]):
+        moved = np.abs(
+            reference.forward(ids, model.weights, model.config)
+            - reference.forward(changed, model.weights, model.config)
+        )
+    assert (moved[:-1].max(axis=-1) > 0).all(), "without the mask, every earlier row should see the last token"

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from checkpoints import CONFIGS
+from checkpoints import CONFIGS, require
 from conftest import relative_error
 
 import neo_numpy
 from neo_numpy import reference
+
+require("torch")
+
+import torch  # noqa: E402
 
 TOLERANCE = 1e-5  # fp32 parity: max |ours - theirs| / max |theirs|
 
@@ -77,3 +80,35 @@ def test_short_enough_to_read_in_one_sitting():
     code = source.replace(docstring, "")
     lines = [line for line in code.splitlines() if line.strip() and not line.strip().startswith(("#", '"""'))]
     assert len(lines) <= 100, f"reference.py has {len(lines)} lines of code"
+
+
+@pytest.mark.parametrize("name", ["local_first", "alternating"])
+def test_record_holds_the_named_activations(name, neo_models, torch_models):
+    """forward(record={}) fills TransformerLens names with what transformers computes, and changes nothing."""
+    model = neo_models[name]
+    config, ids = model.config, token_ids(20, seed=3)  # longer than both windows
+    record = {}
+    logits = reference.forward(ids, model.weights, config, record=record)
+    assert np.array_equal(logits, reference.forward(ids, model.weights, config))
+    L, T, H, D = config.num_layers, len(ids), config.num_heads, config.hidden_size
+    expected = {
+        f"blocks.{i}.{hook}" for i in range(L) for hook in ("hook_resid_pre", "attn.hook_pattern", "hook_resid_post")
+    }
+    assert set(record) == expected | {"ln_final.hook_normalized"}
+
+    with torch.no_grad():
+        output = torch_models[name](torch.from_numpy(ids[None]), output_attentions=True, output_hidden_states=True)
+    for i, kind in enumerate(config.attention_layers):
+        pattern = record[f"blocks.{i}.attn.hook_pattern"]
+        assert pattern.shape == (H, T, T) and pattern.dtype == np.float32
+        assert np.all(pattern[:, ~reference.visible_keys(kind, T, config.window_size)] == 0)
+        assert relative_error(pattern, output.attentions[i][0].numpy()) < TOLERANCE
+        assert relative_error(record[f"blocks.{i}.hook_resid_pre"], output.hidden_states[i][0].numpy()) < TOLERANCE
+        if i + 1 < L:  # transformers' last hidden state is after ln_f
+            assert np.array_equal(record[f"blocks.{i}.hook_resid_post"], record[f"blocks.{i + 1}.hook_resid_pre"])
+    normalized = record["ln_final.hook_normalized"]  # [T, D], before ln_f's weight and bias
+    assert normalized.shape == (T, D)
+    np.testing.assert_allclose(normalized.mean(axis=-1), 0, atol=1e-5)
+    ln_f = normalized * model.weights.ln_f_weight + model.weights.ln_f_bias
+    assert relative_error(ln_f, output.hidden_states[-1][0].numpy()) < TOLERANCE
+    assert np.array_equal(ln_f @ model.weights.lm_head_weight.T, logits)
