@@ -7,7 +7,9 @@
 The checkpoint of the chosen shape is written once into benchmarks/.cache/memory-<size>/ (config.json and one
 model.safetensors of random float32 numbers, written with NumPy directly: much faster than building the model
 with transformers) and reused later. Then a fresh Python process imports neo_numpy, notes its resident memory,
-runs load_model(folder) and reports its peak resident set size (VmHWM, which is also getrusage's ru_maxrss).
+runs load_model(folder) and reports its own peak resident set size: VmHWM, read from /proc/self/status inside that
+process. (Not getrusage's ru_maxrss: it survives exec, so a process started by a large parent inherits the parent's
+peak and reports it as its own.)
 The page cache is not part of a process's RSS, so a warm or cold file cache gives the same peak.
 """
 
@@ -82,8 +84,6 @@ def status_bytes(field: str) -> int:
 
 def child(folder: str) -> None:
     """Run in the fresh process: load the model and print one JSON line with the memory figures."""
-    import resource
-
     import neo_numpy
 
     before_rss, before_peak = status_bytes("VmRSS"), status_bytes("VmHWM")
@@ -94,7 +94,6 @@ def child(folder: str) -> None:
         "rss_before_load": before_rss,
         "peak_before_load": before_peak,
         "peak_rss": status_bytes("VmHWM"),
-        "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # kilobytes on Linux
         "rss_after_load": status_bytes("VmRSS"),
         "load_seconds": seconds,
         "layers": model.config.num_layers,
@@ -117,7 +116,7 @@ def measure(folder: Path) -> dict:
     if done.returncode != 0:
         sys.exit(f"the loading process failed (exit status {done.returncode}):\n{done.stderr.strip()}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    peak = max(result["peak_rss"], result["ru_maxrss"])
+    peak = result["peak_rss"]  # the child's own VmHWM
     result.update(
         folder=str(folder),
         file_bytes=file_bytes,

@@ -2,12 +2,14 @@
 
 from .config import NeoConfig
 from .errors import BackendError, CheckpointError, InputError, ModelNotFoundError, NeoNumpyError
-from .loading import load_model
+from .loading import Checkpoint, load_model, load_tokenizer, open_checkpoint
 from .model import NeoModel
 from .settings import GenerationSettings
-from .tokenizer import NeoTokenizer, load_tokenizer
+from .tokenizer import NeoTokenizer
 
 __all__ = [
+    "Checkpoint",
+    "open_checkpoint",
     "GenerationSettings",
     "NeoConfig",
     "NeoModel",

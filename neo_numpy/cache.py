@@ -75,18 +75,3 @@ class KVCache:
 
     def nbytes(self) -> int:
         return sum(layer.keys.nbytes + layer.values.nbytes for layer in self.layers)
-
-
-def prefill_masks(xp, key_visible, window_size: int):
-    """Masks for a prompt attending to itself.  key_visible: bool [B, T] (False at padding).
-
-    Returns {"global": causal, "local": causal and within the window}, each bool [B, 1, T, T]:
-    query i may see key j when j <= i (and i - window_size < j for local layers) and key j is not padding.
-    """
-    length = key_visible.shape[1]
-    query = xp.arange(length)[:, None]  # [T, 1]
-    key = xp.arange(length)[None, :]  # [1, T]
-    causal = key <= query  # [T, T]
-    local_window = causal & (key > query - window_size)  # [T, T]
-    real_key = key_visible[:, None, None, :]  # [B, 1, 1, T]
-    return {"global": causal & real_key, "local": local_window & real_key}

@@ -15,7 +15,7 @@ from pathlib import Path
 from .config import NeoConfig
 from .errors import InputError, NeoNumpyError
 from .evaluation import add_eval_arguments, run_eval
-from .generation import stream_text
+from .generation import check_room, stream_text
 from .hub import DEFAULT_MODEL, SHORT_NAMES, is_complete_checkpoint, resolve_model_dir
 from .settings import GenerationSettings
 from .threads import available_cores
@@ -251,12 +251,7 @@ def run_generate(args) -> int:
     settings.check_vocabulary(config.vocab_size)
     tokenizer = tokenizer_from_folder(folder, config)
     prompt_ids = tokenizer.encode(read_prompt(source, args, config.max_position_embeddings))
-    limit = config.max_position_embeddings
-    if len(prompt_ids) + args.max_new_tokens > limit:
-        raise InputError(
-            f"the prompt has {len(prompt_ids)} token(s); with {args.max_new_tokens} new tokens "
-            f"that is beyond the {limit}-position context."
-        )
+    check_room(len(prompt_ids), settings.max_new_tokens, config.max_position_embeddings)  # before the weights load
     model = load_model(folder, backend=args.backend, dtype=args.dtype, threads=args.threads)
     load_seconds = time.perf_counter() - started
 

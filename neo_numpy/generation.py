@@ -12,7 +12,6 @@ from .errors import InputError
 from .inputs import check_left_padded, check_token_ids, positions_from_mask
 from .sampling import process_logits, sample
 from .settings import GenerationSettings
-from .threads import blas_threads
 from .tokenizer import TextStream
 
 NO_TOKEN = -1  # marks a row whose scores are not finite, so the step is refused instead of choosing garbage
@@ -27,12 +26,7 @@ def generate_tokens(model, input_ids, attention_mask, settings: GenerationSettin
     ids, mask = check_token_ids(input_ids, attention_mask, model.config)
     check_left_padded(mask)
     batch, prompt_length = ids.shape
-    limit = model.config.max_position_embeddings
-    if prompt_length + settings.max_new_tokens > limit:
-        raise InputError(
-            f"the prompt has {prompt_length} tokens and max_new_tokens asks for {settings.max_new_tokens} more, "
-            f"beyond the model's {limit}-position context."
-        )
+    check_room(prompt_length, settings.max_new_tokens, model.config.max_position_embeddings)
     eos = settings.eos_token_id
     xp, rng = model.backend.xp, np.random.default_rng(settings.seed)
 
@@ -41,10 +35,9 @@ def generate_tokens(model, input_ids, attention_mask, settings: GenerationSettin
     seen_tokens[rows[:, None], xp.asarray(np.where(mask == 1, ids, ids[:, -1:]))] = True  # padding is not a token
     positions = positions_from_mask(mask)
     next_position = xp.asarray(positions[:, -1:] + 1)  # [B, 1]
-    cache = model.new_cache(batch, prompt_length + settings.max_new_tokens)
-    with blas_threads(model.threads.prefill):  # the prompt: matrix-matrix products
-        prompt_ids, prompt_positions, prompt_visible = (xp.asarray(a) for a in (ids, positions, mask.astype(bool)))
-        logits = model.step(prompt_ids, prompt_positions, prompt_visible, cache, last_positions=1)[:, -1]
+    cache = model.new_cache(batch, prompt_length + settings.max_new_tokens - 1)  # the last token is never fed back
+    prompt_ids, prompt_positions, prompt_visible = (xp.asarray(a) for a in (ids, positions, mask.astype(bool)))
+    logits = model.step(prompt_ids, prompt_positions, prompt_visible, cache, last_positions=1)[:, -1]
     unfinished = xp.ones(batch, dtype=bool)  # on the device, to replace finished rows' tokens
     finished_on_host = np.zeros(batch, dtype=bool)  # the same, from the copied tokens, to stop without a sync
     new_token_visible = xp.ones((batch, 1), dtype=bool)
@@ -69,9 +62,20 @@ def generate_tokens(model, input_ids, attention_mask, settings: GenerationSettin
             finished_on_host |= host_tokens == eos
         if step == settings.max_new_tokens - 1 or finished_on_host.all():
             return
-        with blas_threads(model.decode_threads(batch)):  # matrix-vector products (the count is measured once)
-            logits = model.step(tokens[:, None], next_position, new_token_visible, cache, last_positions=1)[:, -1]
+        logits = model.step(tokens[:, None], next_position, new_token_visible, cache, last_positions=1)[:, -1]
         next_position = next_position + 1
+
+
+def check_room(prompt_length: int, max_new_tokens: int, context: int) -> None:
+    """The prompt and every new token but the last must fit the context: the last token is only chosen, never fed
+    back, so prompt + new tokens may be context + 1, as transformers computes it."""
+    room = context + 1 - prompt_length  # new tokens that fit
+    if max_new_tokens > room:
+        raise InputError(
+            f"the prompt has {prompt_length} token(s) and max_new_tokens asks for {max_new_tokens} more, beyond the "
+            f"model's {context}-position context "
+            + (f"(at most {room} new tokens fit)." if room > 0 else "(the prompt alone is longer).")
+        )
 
 
 def _not_finite_scores(logits: np.ndarray, settings: GenerationSettings) -> str:

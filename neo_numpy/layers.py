@@ -4,30 +4,41 @@ Shapes use B = batch, T = query positions, S = key positions, D = hidden size, H
 The functions only use operators, array methods and NumPy ufuncs/functions, which CuPy arrays also answer
 (NumPy hands them to CuPy through the __array_ufunc__ / __array_function__ protocols), so the same code runs on
 both backends without asking which one it is on.
+
+The elementwise work of a prompt (LayerNorm, c_fc's bias and GELU) and its attention run in blocks of rows on a
+threads.RowPool when one is given (`pool`), and in the calling thread otherwise; every row is computed on its own,
+so the numbers are the same either way.
 """
 
 import numpy as np
 
-from .threads import MATRIX_VECTOR_ROWS
+from .threads import INLINE, MATRIX_VECTOR_ROWS
 
 MASKED_SCORE = float(np.finfo(np.float32).min)  # what transformers writes into disallowed attention scores
 GELU_SCALE = float(np.sqrt(2.0 / np.pi))  # Python floats keep float32 arrays float32 (NumPy 2 promotion rules)
 QUERY_BLOCK = 64  # prompt_attention's queries per block: small enough to skip most masked scores, big for BLAS
 
 
-def layer_norm(x, weight, bias, eps: float, out=None):
+def layer_norm(x, weight, bias, eps: float, pool=INLINE):
     """Normalise each position's vector to mean 0 and (biased) variance 1, then scale and shift.  x: [..., D]
 
-    The result is written into `out` when given (same shape as x), else into a new array.
+    Returns a new array; a prompt's rows are normalised in blocks on the pool's threads.
     """
+    rows = x.reshape(-1, x.shape[-1])  # [N, D]
+    out = np.empty_like(rows)  # [N, D]
+    pool.rows(lambda start, stop: _layer_norm_into(rows[start:stop], weight, bias, eps, out[start:stop]), len(rows))
+    return out.reshape(x.shape)  # [..., D]
+
+
+def _layer_norm_into(x, weight, bias, eps: float, out):
+    """layer_norm of the rows x [n, D], written into out [n, D] step by step (no temporary of x's size)."""
     width = x.shape[-1]
-    mean = x.sum(axis=-1, keepdims=True) / width  # [..., 1]
-    centered = np.subtract(x, mean, out=out)  # [..., D]
-    variance = (centered * centered).sum(axis=-1, keepdims=True) / width  # [..., 1]  biased: divides by D, not D - 1
+    mean = x.sum(axis=-1, keepdims=True) / width  # [n, 1]
+    centered = np.subtract(x, mean, out=out)  # [n, D]
+    variance = (centered * centered).sum(axis=-1, keepdims=True) / width  # [n, 1]  biased: divides by D, not D - 1
     centered /= np.sqrt(variance + eps)
     centered *= weight
     centered += bias
-    return centered  # [..., D]
 
 
 def linear(x, weight, bias=None):
@@ -66,6 +77,13 @@ def gelu_new(x, out=None):
     return y
 
 
+def add_bias_then_gelu(x, bias):
+    """x = gelu_new(x + bias), in place (the bias of the product x came from, then the activation, in one pass over
+    a block of rows while it is in the CPU cache).  x: [n, F], bias: [F]"""
+    x += bias
+    return gelu_new(x, out=x)
+
+
 def softmax_in_place(scores):
     """Softmax over the last axis, written over `scores` (pass a copy to keep the input), after subtracting the
     row maximum so exp never overflows. In place because a prompt's scores are the largest temporaries."""
@@ -99,7 +117,22 @@ def attention(q, k, v, allowed):
     return weights.astype(v.dtype, copy=False) @ v  # [B, H, T, Dh]
 
 
-def prompt_attention(q, k, v, allowed, window, pool, block: int = QUERY_BLOCK):
+def prefill_masks(xp, key_visible, window_size: int):
+    """Masks for a prompt attending to itself.  key_visible: bool [B, T] (False at padding).
+
+    Returns {"global": causal, "local": causal and within the window}, each bool [B, 1, T, T]:
+    query i may see key j when j <= i (and i - window_size < j for local layers) and key j is not padding.
+    """
+    length = key_visible.shape[1]
+    query = xp.arange(length)[:, None]  # [T, 1]
+    key = xp.arange(length)[None, :]  # [1, T]
+    causal = key <= query  # [T, T]
+    local_window = causal & (key > query - window_size)  # [T, T]
+    real_key = key_visible[:, None, None, :]  # [B, 1, 1, T]
+    return {"global": causal & real_key, "local": local_window & real_key}
+
+
+def prompt_attention(q, k, v, allowed, window, pool=INLINE, block: int = QUERY_BLOCK):
     """`attention` of a prompt over its own keys, one block of queries at a time, merged: [B, T, D].
 
     q, k, v: [B, H, T, Dh]; allowed: bool [B, 1, T, T] (causal, window, padding); window: the local window size,
@@ -121,11 +154,16 @@ def prompt_attention(q, k, v, allowed, window, pool, block: int = QUERY_BLOCK):
         )
         merged[:, start:stop] = merge_heads(out)  # [B, stop - start, D]
 
-    pool.run(query_block, range(0, length, block), blas_threads_each=1)
+    pool.run(query_block, range(0, length, block))
     return merged
 
 
-def mlp(x, layer):
-    """c_proj(gelu_new(c_fc(x))).  x: [B, T, D] -> [B, T, F] -> [B, T, D]"""
-    inner = gelu_new(linear(x, layer.c_fc_weight, layer.c_fc_bias))  # [B, T, F]
-    return linear(inner, layer.c_proj_weight, layer.c_proj_bias)  # [B, T, D]
+def mlp(x, layer, pool=INLINE):
+    """c_proj(gelu_new(c_fc(x))), biases included.  x: [..., D] -> [..., F] -> [..., D]
+
+    c_fc's bias and the GELU go over the [N, F] activations in blocks of rows on the pool's threads (in a prompt
+    they are the largest elementwise work of a block).
+    """
+    inner = linear(x, layer.c_fc_weight).reshape(-1, layer.c_fc_weight.shape[0])  # [N, F], c_fc without its bias
+    pool.rows(lambda start, stop: add_bias_then_gelu(inner[start:stop], layer.c_fc_bias), len(inner))
+    return linear(inner, layer.c_proj_weight, layer.c_proj_bias).reshape(x.shape)  # [..., D]

@@ -34,7 +34,7 @@ from .tokenizer import left_padded
 
 MAX_GEN_TOKS = 256  # lm-eval's default for generate_until, as HFLM
 ROWS_PER_BLOCK = 8  # log_sum_exp works on 8 x 50257 float32 (1.6 MB) at a time
-SAMPLING_SETTINGS = ("temperature", "top_k", "top_p", "repetition_penalty")  # the generate_until keys passed on
+GENERATE_SETTINGS = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "min_new_tokens")
 
 
 class NeoNumpyLM(TemplateLM):
@@ -203,16 +203,49 @@ class NeoNumpyLM(TemplateLM):
     def generate_texts(self, ids, mask, max_new_tokens: int, until: list, settings: dict) -> list:
         """The new text of each row of a left-padded batch, generated until every row has produced EOS or one of
         the `until` strings, or max_new_tokens (HF generate() with lm-eval's stop-sequence criteria)."""
-        new_ids = [[] for _ in range(len(ids))]
-        for tokens in self.model.generate_tokens(ids, mask, max_new_tokens=max_new_tokens, **sampling(settings)):
-            for row, token in zip(new_ids, tokens):
-                row.append(int(token))
-            texts = [self.tok_decode(row) for row in new_ids]
-            if all(
-                row[-1] == self.eot_token_id or any(stop in text for stop in until) for row, text in zip(new_ids, texts)
-            ):
+        rows = [GeneratedRow(self.tokenizer, until) for _ in range(len(ids))]
+        steps = self.model.generate_tokens(ids, mask, max_new_tokens=max_new_tokens, **generation_keywords(settings))
+        for tokens in steps:
+            for row, token in zip(rows, tokens):
+                row.add(int(token))
+            if all(row.finished for row in rows):
                 break
-        return [self.tok_decode(row) for row in new_ids]
+        return [self.tok_decode(row.ids) for row in rows]
+
+
+class GeneratedRow:
+    """The tokens one row has generated so far, and whether it is finished: it produced EOS, or its text (decoded
+    without special tokens, as the answer is) contains one of the stop strings.
+
+    Each step decodes only the new token, so a row of n tokens costs O(n), not O(n^2). A stop string can span
+    tokens, so the search covers the new text plus the last len(longest stop) - 1 characters before it; a token
+    that ends inside a UTF-8 character is held back until the next completes it (as tokenizer.TextStream does).
+    """
+
+    def __init__(self, tokenizer, until: list):
+        self.tokenizer = tokenizer
+        self.until = until
+        self.keep = max((len(stop) for stop in until), default=1) - 1  # characters of text a stop may start in
+        self.ids = []  # every generated id (EOS repeats after the end, as transformers pads finished rows)
+        self.pending = []  # ids whose text is not complete yet
+        self.tail = ""  # the last `keep` characters of the text so far
+        self.finished = False
+
+    def add(self, token: int) -> None:
+        self.ids.append(token)
+        if self.finished:
+            return
+        if token == self.tokenizer.eos_token_id:
+            self.finished = True
+            return
+        self.pending.append(token)
+        text = self.tokenizer.decode(self.pending, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest of it
+            return
+        self.pending = []
+        window = self.tail + text
+        self.finished = any(stop in window for stop in self.until)
+        self.tail = window[max(0, len(window) - self.keep) :]
 
 
 def continuation_scores(logits, continuations) -> list:
@@ -244,16 +277,22 @@ def log_sum_exp(logits, argmax):
     return np.log(sums) + top
 
 
-def sampling(settings: dict) -> dict:
-    """A task's remaining generation settings as model.generate keywords (greedy unless do_sample is true)."""
-    settings = dict(settings)
-    if not settings.pop("do_sample", False):
-        settings.pop("temperature", None)
-        return {}
-    unknown = sorted(set(settings) - set(SAMPLING_SETTINGS))
+def generation_keywords(settings: dict) -> dict:
+    """A task's remaining generation settings as model.generate keywords, as HFLM._model_generate hands them to
+    transformers' generate(): all of them, greedy or not (a greedy task's repetition_penalty applies), except the
+    temperature 0.0 that lm-eval writes for greedy decoding. Sampling gets a seed drawn from NumPy, which lm-eval
+    seeds. A setting neo_numpy does not have (num_beams, ...) is refused rather than ignored."""
+    keywords = {"temperature": 0.0, **settings}
+    if keywords["temperature"] == 0.0 and keywords.get("do_sample") is None:
+        keywords["do_sample"] = False
+    if keywords.get("do_sample") is False and keywords["temperature"] == 0.0:
+        del keywords["temperature"]
+    unknown = sorted(set(keywords) - set(GENERATE_SETTINGS))
     if unknown:
         raise InputError(f"the generation setting {unknown[0]!r} is not supported by neo_numpy.")
-    return {"do_sample": True, "seed": int(np.random.randint(2**31)), **settings}  # lm-eval seeds NumPy
+    if keywords.get("do_sample"):
+        keywords["seed"] = int(np.random.randint(2**31))  # lm-eval seeds NumPy
+    return keywords
 
 
 def positive_int(value, name: str) -> int:

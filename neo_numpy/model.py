@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from . import generation
-from .cache import KVCache, prefill_masks
+from .cache import KVCache
 from .config import NeoConfig
 from .errors import InputError
 from .inputs import check_token_ids, positions_from_mask
-from .layers import attention, gelu_new, layer_norm, linear, merge_heads, prompt_attention, split_heads
+from .layers import attention, layer_norm, linear, merge_heads, mlp, prefill_masks, prompt_attention, split_heads
 from .settings import GenerationSettings
 from .threads import MATRIX_VECTOR_ROWS, RowPool, ThreadPlan, blas_threads, fastest_matrix_vector_threads
 from .tokenizer import NeoTokenizer, tokenizer_from_folder
-from .untrusted_json import is_int
+from .values import is_int
 
 
 class NeoModel:
@@ -42,9 +42,8 @@ class NeoModel:
         """Token plus position embeddings.  ids, positions: int [B, T] -> h: [B, T, D] float32"""
         return (self.weights.wte[input_ids] + self.weights.wpe[position_ids]).astype(np.float32, copy=False)
 
-    def attention_block(self, normed, layer, layer_cache, start_pos: int, prompt_mask):
-        """Self-attention of one layer on the normalised stream: [B, T, D] -> [B, T, D], without out_proj's bias
-        (`block` adds it together with the residual).
+    def attn(self, normed, layer, layer_cache, start_pos: int, prompt_mask):
+        """Self-attention of one layer, out_proj's bias included.  normed (ln_1's output): [B, T, D] -> [B, T, D]
 
         Keys and values of these T positions go into the layer's cache. A prompt (start_pos == 0) attends to its
         own keys under `prompt_mask` (bool [B, 1, T, T]), one block of queries at a time on the pool's threads;
@@ -60,54 +59,28 @@ class NeoModel:
         else:  # decode: one query against everything the cache holds, its own key included
             keys, values, visible = layer_cache.visible(start_pos + normed.shape[1])
             merged = merge_heads(attention(q, keys, values, visible))  # [B, 1, D]
-        return linear(merged, layer.out_proj_weight)  # [B, T, D]
+        return linear(merged, layer.out_proj_weight, layer.out_proj_bias)  # [B, T, D]
 
     def block(self, h, layer, layer_cache, start_pos: int, prompt_mask):
-        """One pre-LN transformer block: h + attn(ln_1(h)), then + mlp(ln_2(h)).  h: [B, T, D] -> [B, T, D]
+        """One pre-LN transformer block, as nanoGPT's Block.forward writes it.  h: [B, T, D] -> [B, T, D]
 
-        Each matrix product is one BLAS call over all B*T rows. The elementwise work between them (LayerNorms,
-        biases, residual adds, GELU) goes to the pool in blocks of rows: a prompt's run on every core, a decode
-        step's few rows inline. Additions happen in the order of h + (x @ W.T + b), so results do not change.
+            h = h + attn(ln_1(h))
+            h = h + mlp(ln_2(h))
+
+        Each matrix product is one BLAS call over all B*T rows; LayerNorm and the MLP's bias and GELU go over a
+        prompt's rows in blocks on the pool's threads (layers.py). The numbers do not depend on the blocks.
         """
-        eps, shape, rows = self.config.layer_norm_epsilon, h.shape, self.pool.rows
-        count = shape[0] * shape[1]
-        x = h.reshape(count, shape[2])  # [N, D]
-        normed = np.empty_like(x)  # [N, D]: ln_1's output, then ln_2's
-
-        def ln_1(start, stop):
-            layer_norm(x[start:stop], layer.ln_1_weight, layer.ln_1_bias, eps, out=normed[start:stop])
-
-        rows(ln_1, count)
-        attended = self.attention_block(normed.reshape(shape), layer, layer_cache, start_pos, prompt_mask)
-        after_attention = attended.reshape(count, shape[2])  # [N, D], becomes h + attn(ln_1(h)) in place
-
-        def residual_then_ln_2(start, stop):
-            block = after_attention[start:stop]
-            block += layer.out_proj_bias
-            block += x[start:stop]
-            layer_norm(block, layer.ln_2_weight, layer.ln_2_bias, eps, out=normed[start:stop])
-
-        rows(residual_then_ln_2, count)
-        inner = linear(normed, layer.c_fc_weight)  # [N, F]
-
-        def bias_then_gelu(start, stop):
-            block = inner[start:stop]
-            block += layer.c_fc_bias
-            gelu_new(block, out=block)
-
-        rows(bias_then_gelu, count)
-        out = linear(inner, layer.c_proj_weight)  # [N, D], becomes the block's output in place
-
-        def residual(start, stop):
-            out[start:stop] += layer.c_proj_bias
-            out[start:stop] += after_attention[start:stop]
-
-        rows(residual, count)
-        return out.reshape(shape)
+        eps = self.config.layer_norm_epsilon
+        x = layer_norm(h, layer.ln_1_weight, layer.ln_1_bias, eps, self.pool)  # ln_1(h)
+        h = h + self.attn(x, layer, layer_cache, start_pos, prompt_mask)  # h + attn(ln_1(h))
+        x = layer_norm(h, layer.ln_2_weight, layer.ln_2_bias, eps, self.pool)  # ln_2(h)
+        h = h + mlp(x, layer, self.pool)  # h + mlp(ln_2(h))
+        return h
 
     def final_norm(self, h):
         """ln_f, the LayerNorm after the last block.  h: [B, T, D] -> [B, T, D]"""
-        return layer_norm(h, self.weights.ln_f_weight, self.weights.ln_f_bias, self.config.layer_norm_epsilon)
+        weights, eps = self.weights, self.config.layer_norm_epsilon
+        return layer_norm(h, weights.ln_f_weight, weights.ln_f_bias, eps, self.pool)
 
     def unembed(self, normed):
         """The output head, tied to wte: [B, T, D] -> logits [B, T, vocab] float32"""
@@ -121,6 +94,7 @@ class NeoModel:
         Returns logits [B, T, vocab], or [B, n, vocab] for the last n positions only when `last_positions` is n:
         the vocabulary-sized head is the largest product, and the next token needs only the last position. When
         `hidden_states` is a list, each block's input is appended to it, then ln_f of the last block's output.
+        The step's BLAS threads follow from its B*T rows (`blas_threads_for`).
         """
         start_pos, length = cache.length, input_ids.shape[1]
         if start_pos and length != 1:
@@ -131,24 +105,27 @@ class NeoModel:
             )
         cache.mark_visible(key_visible, start_pos)
         masks = prefill_masks(self.backend.xp, key_visible, self.config.window_size) if start_pos == 0 else {}
-        h = self.embed(input_ids, position_ids)  # [B, T, D]
-        for layer, layer_cache in zip(self.weights.layers, cache.layers):
-            if hidden_states is not None:
-                hidden_states.append(h)
-            h = self.block(h, layer, layer_cache, start_pos, masks.get(layer.kind))
-        cache.length += length
-        keep = slice(-last_positions, None) if last_positions else slice(None)  # positions that get logits
-        normed = self.final_norm(h if hidden_states is not None else h[:, keep])  # [B, T or n, D]
-        if hidden_states is not None:  # like transformers, the last entry is after ln_f
-            hidden_states.append(normed)
-        return self.unembed(normed[:, keep])
+        with blas_threads(self.blas_threads_for(input_ids.shape[0] * length)):
+            h = self.embed(input_ids, position_ids)  # [B, T, D]
+            for layer, layer_cache in zip(self.weights.layers, cache.layers):
+                if hidden_states is not None:
+                    hidden_states.append(h)
+                h = self.block(h, layer, layer_cache, start_pos, masks.get(layer.kind))
+            cache.length += length
+            keep = slice(-last_positions, None) if last_positions else slice(None)  # positions that get logits
+            normed = self.final_norm(h if hidden_states is not None else h[:, keep])  # [B, T or n, D]
+            if hidden_states is not None:  # like transformers, the last entry is after ln_f
+                hidden_states.append(normed)
+            return self.unembed(normed[:, keep])
 
     # ------------------------------------------------------------------ threads (see threads.py)
 
-    def decode_threads(self, batch: int) -> int:
-        """BLAS threads for a decode step of `batch` rows: matrix-vector work uses the plan's decode count,
-        measured once by `measure_decode_threads` when the plan leaves it open."""
-        if batch > MATRIX_VECTOR_ROWS:
+    def blas_threads_for(self, rows: int) -> int:
+        """BLAS threads for a step over `rows` (= B*T) positions, the one thread policy of the engine: matrix-matrix
+        work gets the plan's prefill count; a few rows (matrix-vector work, a decode step) get its decode count,
+        measured once by `measure_decode_threads` when the plan leaves it open. (On a GPU the host's BLAS does
+        none of the work, and nothing is measured.)"""
+        if rows > MATRIX_VECTOR_ROWS or self.backend.name != "numpy":
             return self.threads.prefill
         if self.threads.decode is None:
             self.measure_decode_threads()
@@ -182,6 +159,9 @@ class NeoModel:
         (cumsum(mask) - 1, as transformers' generate() does) and padded keys are never attended to.
         With output_hidden_states, also returns num_layers + 1 arrays [B, T, D]: the embeddings, each block's
         input after that, and finally ln_f of the last block's output (transformers' convention).
+
+        return_backend_array: on the CuPy backend, return CuPy arrays that stay on the GPU instead of copying them
+        to the host (for work that continues on the GPU, and for timing the model without the copy).
         """
         ids, mask = check_token_ids(input_ids, attention_mask, self.config)
         if last_positions is not None and (not is_int(last_positions) or not 1 <= last_positions <= ids.shape[1]):
@@ -191,15 +171,14 @@ class NeoModel:
             )
         to_device = self.backend.xp.asarray
         hidden = [] if output_hidden_states else None
-        with blas_threads(self.threads.prefill):
-            logits = self.step(
-                to_device(ids),
-                to_device(positions_from_mask(mask)),
-                to_device(mask.astype(bool)),
-                self.new_cache(*ids.shape),
-                last_positions=last_positions,
-                hidden_states=hidden,
-            )
+        logits = self.step(
+            to_device(ids),
+            to_device(positions_from_mask(mask)),
+            to_device(mask.astype(bool)),
+            self.new_cache(*ids.shape),
+            last_positions=last_positions,
+            hidden_states=hidden,
+        )
         to_host = (lambda array: array) if return_backend_array else self.backend.to_host
         if output_hidden_states:
             return to_host(logits), [to_host(item) for item in hidden]

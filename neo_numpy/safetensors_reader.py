@@ -4,7 +4,7 @@ A .safetensors file is:  [8 bytes: header length N, little-endian u64] [N bytes:
 The header maps each tensor name to {"dtype": "F32", "shape": [768, 768], "data_offsets": [begin, end]}, offsets
 counted from the first byte after the header. We read each tensor straight from the file into a fresh array, so
 loading never holds more than the model plus one tensor in memory (no pickle, no whole-file copy). bfloat16 is
-widened to float32 by hand because NumPy has no bfloat16 type.
+widened to float32 by hand because NumPy has no bfloat16 type; float16 and float64 are cast to float32.
 
 A checkpoint is untrusted input, so the header is checked as strictly as the `safetensors` library's own parser
 does: a header of at most 100 MB that is a JSON object (starting with '{', possibly padded with spaces), unique
@@ -20,9 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError
-from .untrusted_json import is_int, parse_json, quoted
+from .paths import check_is_file
+from .untrusted_json import parse_json, quoted
+from .values import is_int
 
-FILE_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}  # BF16 read as raw bits
+FILE_DTYPES = {  # the floating-point dtypes neo_numpy reads, each cast to float32 as transformers casts them
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),  # read as raw bits: NumPy has no bfloat16
+    "F64": np.dtype("<f8"),
+}
 DTYPE_BITS = {  # every dtype the safetensors format defines, with its size in bits
     "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
     "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "I64": 64, "U64": 64, "F64": 64,
@@ -36,7 +43,7 @@ class TensorEntry:
     """Where one tensor lives: its file, its dtype code and shape, and its absolute byte range."""
 
     path: Path
-    dtype: str  # "F32", "F16", "BF16", or another safetensors dtype that read_tensor refuses
+    dtype: str  # "F32", "F16", "BF16", "F64", or another safetensors dtype that read_tensor refuses
     shape: tuple
     start: int
     end: int
@@ -44,6 +51,7 @@ class TensorEntry:
 
 def read_header(path: Path) -> dict:
     """Return {tensor name: TensorEntry} for one .safetensors file, after every check described above."""
+    check_is_file(path, "the weights must be a safetensors file")
     try:
         file_size = path.stat().st_size
         with open(path, "rb") as file:
@@ -147,7 +155,7 @@ def read_tensor(entry: TensorEntry, name: str) -> np.ndarray:
     """Read one tensor from disk as a float32 NumPy array of its shape, refusing NaN and infinite values."""
     if entry.dtype not in FILE_DTYPES:
         raise CheckpointError(
-            f"tensor {name!r} in {entry.path} has dtype {entry.dtype}; neo_numpy reads F32, F16 and BF16."
+            f"tensor {name!r} in {entry.path} has dtype {entry.dtype}; neo_numpy reads F32, F16, BF16 and F64."
         )
     raw = np.empty(entry.shape, dtype=FILE_DTYPES[entry.dtype])
     with open(entry.path, "rb") as file:
@@ -158,7 +166,8 @@ def read_tensor(entry: TensorEntry, name: str) -> np.ndarray:
     if not all_finite(tensor):
         bad = int(tensor.size - np.count_nonzero(np.isfinite(tensor)))
         raise CheckpointError(
-            f"tensor {name!r} in {entry.path} holds {bad} NaN or infinite values, which would make every logit NaN."
+            f"tensor {name!r} in {entry.path} holds {bad} NaN or infinite values (in float32), "
+            "which would make every logit NaN."
         )
     return tensor
 
@@ -177,9 +186,10 @@ def all_finite(tensor: np.ndarray) -> bool:
 def _as_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "F32":
         return raw
-    if dtype == "F16":
+    if dtype == "BF16":
+        return bfloat16_bits_to_float32(raw)
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, which read_tensor refuses
         return raw.astype(np.float32)
-    return bfloat16_bits_to_float32(raw)
 
 
 def bfloat16_bits_to_float32(bits: np.ndarray) -> np.ndarray:

@@ -13,7 +13,10 @@ from typing import Optional
 import numpy as np
 
 from .errors import InputError
-from .untrusted_json import is_int
+from .values import is_int, is_number
+
+_FLOAT32 = np.finfo(np.float32)
+FLOAT32_RANGE = f"from {_FLOAT32.smallest_subnormal:.2g} to {_FLOAT32.max:.2g} (neither 0 nor infinite in float32)"
 
 
 @dataclass(frozen=True)
@@ -43,29 +46,29 @@ class GenerationSettings:
     def __post_init__(self):
         """Refuse settings that have no meaning, in one sentence each."""
         if not is_int(self.max_new_tokens) or self.max_new_tokens < 1:
-            raise InputError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}.")
+            raise InputError(f"max_new_tokens must be a positive integer, got {shown(self.max_new_tokens)}.")
         if not is_int(self.min_new_tokens) or not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise InputError(
                 f"min_new_tokens must be an integer from 0 to max_new_tokens ({self.max_new_tokens}), "
-                f"got {self.min_new_tokens!r}."
+                f"got {shown(self.min_new_tokens)}."
             )
         if not isinstance(self.do_sample, (bool, np.bool_)):
-            raise InputError(f"do_sample must be True or False, got {self.do_sample!r}.")
-        if not _is_positive_number(self.temperature):
-            raise InputError(f"temperature must be a number greater than 0, got {self.temperature!r}.")
+            raise InputError(f"do_sample must be True or False, got {shown(self.do_sample)}.")
+        if not _is_positive_in_float32(self.temperature):
+            raise InputError(f"temperature must be a number {FLOAT32_RANGE}, got {shown(self.temperature)}.")
         if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 0):
-            raise InputError(f"top_k must be a non-negative integer (0 or None disables it), got {self.top_k!r}.")
+            raise InputError(f"top_k must be a non-negative integer (0 or None disables it), got {shown(self.top_k)}.")
         if self.top_p is not None and (not _is_number(self.top_p) or not 0 < self.top_p <= 1):
-            raise InputError(f"top_p must be in (0, 1], got {self.top_p!r}.")
-        if not _is_positive_number(self.repetition_penalty):
+            raise InputError(f"top_p must be in (0, 1], got {shown(self.top_p)}.")
+        if not _is_positive_in_float32(self.repetition_penalty):
             raise InputError(
-                "repetition_penalty must be a number greater than 0 (1.0 disables it), "
-                f"got {self.repetition_penalty!r}."
+                f"repetition_penalty must be a number {FLOAT32_RANGE}, and 1.0 disables it; "
+                f"got {shown(self.repetition_penalty)}."
             )
         if self.eos_token_id is not None and (not is_int(self.eos_token_id) or self.eos_token_id < 0):
-            raise InputError(f"eos_token_id must be a token id or None, got {self.eos_token_id!r}.")
+            raise InputError(f"eos_token_id must be a token id or None, got {shown(self.eos_token_id)}.")
         if self.seed is not None and (not is_int(self.seed) or self.seed < 0):
-            raise InputError(f"seed must be a non-negative integer or None, got {self.seed!r}.")
+            raise InputError(f"seed must be a non-negative integer or None, got {shown(self.seed)}.")
 
     def check_vocabulary(self, vocab_size: int) -> None:
         """The end-of-text id must be a token of the model (0 .. vocab_size - 1)."""
@@ -75,9 +78,32 @@ class GenerationSettings:
             )
 
 
+def shown(value) -> str:
+    """repr(value), shortened when it is long (10**400 has 401 digits)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+
+
+def _as_float(value):
+    """`value` as a Python float; None for what is no number (a bool, a string) or beyond a float (10**400)."""
+    if not is_number(value):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
 def _is_number(value) -> bool:
-    return (is_int(value) or isinstance(value, (float, np.floating))) and not math.isnan(value)
+    number = _as_float(value)
+    return number is not None and not math.isnan(number)
 
 
-def _is_positive_number(value) -> bool:
-    return _is_number(value) and 0 < value < math.inf
+def _is_positive_in_float32(value) -> bool:
+    """A number that float32, the logits' type, holds as neither 0 nor infinity: the logits are divided by it,
+    and 1e-300 would round to 0 (a division by zero), 1e39 to infinity."""
+    number = _as_float(value)
+    if number is None:
+        return False
+    with np.errstate(over="ignore"):
+        return 0 < np.float32(number) < np.inf  # NaN fails both comparisons

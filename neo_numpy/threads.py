@@ -1,29 +1,31 @@
-"""How many BLAS threads each kind of product gets.
+"""How many threads each piece of work gets, and the pool that runs a prompt's elementwise work on them.
 
-Prefill multiplies matrices by matrices ([T, D] @ [D, F]): compute-bound, so it gets every core. A decode step
-multiplies one row by each weight matrix ([1, D] @ [D, F]): memory-bound, and whether more threads help depends
-on the machine and on what else runs on it. Measured on a 2-core machine: on an idle machine two threads read
-the weights 1.5x faster than one (11.4 vs 7.7 GB/s), while next to another busy process two threads made the same
-product 30x slower than one (spinning threads fight for the cores). So the decode count is not guessed: before its
-first decode step, generation calls NeoModel.measure_decode_threads, which times a pass over the model's own MLP
-weights with each candidate count and keeps the fastest.
+A matrix product over many rows ([T, D] @ [D, F], a prompt) is compute-bound, so it gets every core. A product over
+a few rows (at most MATRIX_VECTOR_ROWS: a decode step of a small batch) reads each weight matrix once and does
+little with it: memory-bound, and whether more threads help depends on the machine and on what else runs on it.
+Measured on a 2-core machine: on an idle machine two threads read the weights 1.5x faster than one (11.4 vs
+7.7 GB/s), while next to another busy process two threads made the same product 30x slower than one (spinning
+threads fight for the cores). So that count is not guessed: the first time a model runs a few-row step, it times a
+pass over its own MLP weights with each candidate count (`fastest_matrix_vector_threads`) and keeps the fastest.
+Each NeoModel.step picks its count from its B*T rows (`NeoModel.blas_threads_for`): the engine's one thread
+policy. Generation, the layers and the callers of step set no BLAS threads of their own.
 `python benchmarks/threads.py` shows the same measurement in a table.
 
-BLAS threads only speed up the matrix products. A prompt's elementwise work (LayerNorm, GELU, bias and residual
-adds) and its attention blocks go to `RowPool`, a few Python threads: NumPy releases the GIL inside ufuncs and
-BLAS calls, so blocks of rows do run on several cores at once. Its threads sleep while they wait for work (BLAS
-threads spin for a while).
+BLAS threads only speed up the matrix products. A prompt's elementwise work (LayerNorm, GELU, bias) and its
+attention blocks go to `RowPool`, a few Python threads: NumPy releases the GIL inside ufuncs and BLAS calls, so
+blocks of rows do run on several cores at once. While the pool runs, BLAS gets one thread (the pool is the
+parallelism). Its threads sleep while they wait for work (BLAS threads spin for a while).
 """
 
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from .errors import InputError
-from .untrusted_json import is_int
+from .values import is_int
 
 ROW_BLOCK = 64  # rows per block of a prompt's elementwise work: [64, 3072] float32 is 0.8 MB, within L2
 MATRIX_VECTOR_ROWS = 8  # up to this many rows (batch x new positions) a product counts as matrix-vector work
@@ -38,25 +40,38 @@ def available_cores() -> int:
 
 @dataclass(frozen=True)
 class ThreadPlan:
-    prefill: int  # BLAS threads for matrix-matrix work (prompts)
-    decode: int = None  # BLAS threads for matrix-vector work (decode steps); None: NeoModel measures it once
+    prefill: int  # BLAS threads for steps of many rows (prompts), and the RowPool's workers
+    decode: int = None  # BLAS threads for steps of at most MATRIX_VECTOR_ROWS rows; None: the model measures it once
 
     @classmethod
     def choose(cls, threads=None) -> "ThreadPlan":
-        """None: all cores for prefill, decode measured; an int: that many for both; a ThreadPlan as it is."""
+        """The one check of a `threads` value. None: all cores for prefill, decode measured; an int: that many
+        for both; a ThreadPlan: as it is. Every count must be a whole number from 1 to the cores this process may
+        use (more BLAS threads than cores only make them wait for each other)."""
+        cores = available_cores()
         if isinstance(threads, ThreadPlan):
-            return threads
+            if _is_count(threads.prefill, cores) and (threads.decode is None or _is_count(threads.decode, cores)):
+                return cls(int(threads.prefill), None if threads.decode is None else int(threads.decode))
+            raise InputError(
+                f"threads is {threads!r}, but its prefill count must be a whole number from 1 to {cores} (the cores "
+                f"this process may use) and its decode count one too, or None."
+            )
         if threads is None:
-            return cls(prefill=available_cores())
-        if not is_int(threads) or threads < 1:
-            raise InputError(f"threads must be None or a whole number of at least 1, got {threads!r}.")
-        if threads > available_cores():  # more BLAS threads than cores only make them wait for each other
-            raise InputError(f"threads is {threads}, but this process may use only {available_cores()} cores.")
+            return cls(prefill=cores)
+        if not _is_count(threads, cores):
+            raise InputError(
+                f"threads must be None or a whole number from 1 to {cores} (the cores this process may use), "
+                f"got {threads!r}."
+            )
         return cls(int(threads), int(threads))
 
     def with_decode(self, count: int) -> "ThreadPlan":
         """This plan with `count` BLAS threads for decode steps."""
         return replace(self, decode=count)
+
+
+def _is_count(value, cores: int) -> bool:
+    return is_int(value) and 1 <= value <= cores
 
 
 def fastest_matrix_vector_threads(matrices, most: int, passes: int = 3) -> int:
@@ -115,9 +130,9 @@ class RowPool:
         blocks = [(start, min(start + self.block_rows, count)) for start in range(0, count, self.block_rows)]
         self.run(lambda block: function(*block), blocks)
 
-    def run(self, function, items, blas_threads_each: int = None):
+    def run(self, function, items):
         """function(item) for every item, on all workers (this thread included), each taking the next item when
-        it is done; returns when all are done. blas_threads_each limits BLAS inside (the pool is the parallelism)."""
+        it is done; returns when all are done. BLAS gets one thread meanwhile: the pool is the parallelism."""
         items = list(items)
         if self.workers == 1 or len(items) == 1:
             for item in items:
@@ -135,8 +150,11 @@ class RowPool:
 
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="neo_numpy")
-        with blas_threads(blas_threads_each) if blas_threads_each else nullcontext():
+        with blas_threads(1):
             helpers = [self._executor.submit(work) for _ in range(self.workers - 1)]
             work()
             for helper in helpers:
                 helper.result()
+
+
+INLINE = RowPool(1)  # runs everything in the calling thread: the default pool of the layer functions

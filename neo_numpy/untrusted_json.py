@@ -8,7 +8,6 @@ refuse them where a value must be an int or finite.
 """
 
 import json
-import numbers
 
 from .errors import CheckpointError
 
@@ -52,13 +51,3 @@ def quoted(value) -> str:
     except ValueError:  # an int too long for str()
         return "<a number too long to print>"
     return text if len(text) <= LONGEST_QUOTED_VALUE else text[: LONGEST_QUOTED_VALUE - 3] + "..."
-
-
-def is_int(value) -> bool:
-    """An integer, and not a bool (JSON's true would otherwise count as 1)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def is_number(value) -> bool:
-    """An int or float, and not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -1,5 +1,7 @@
 import os
+import shutil
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach the networ
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 warnings.filterwarnings("ignore", message=".*TypedStorage.*")
 
-from checkpoints import CONFIGS, build_torch_model, save_checkpoint  # noqa: E402
+from checkpoints import CONFIGS, SOURCE, build_torch_model, save_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +32,34 @@ def neo_models(checkpoint_dirs):
     return {name: neo_numpy.load_model(folder) for name, folder in checkpoint_dirs.items()}
 
 
+@pytest.fixture
+def folder(checkpoint_dirs, tmp_path):
+    """A private, intact copy of the smallest checkpoint (2 layers, hidden 60, 512 positions), to damage."""
+    return shutil.copytree(checkpoint_dirs[SOURCE], tmp_path / "checkpoint")
+
+
+@pytest.fixture(scope="session")
+def small_model(neo_models):
+    """The smallest test model, loaded once (never modified by a test)."""
+    return neo_models[SOURCE]
+
+
 def relative_error(ours, reference, where=None):
     """max |ours - reference| / max |reference| (over `where` when given): the figure parity is judged by."""
     ours, reference = np.asarray(ours, dtype=np.float64), np.asarray(reference, dtype=np.float64)
     if where is not None:
         ours, reference = ours[where], reference[where]
     return float(np.abs(ours - reference).max() / np.abs(reference).max())
+
+
+@contextmanager
+def expect_error(exception_class, *needles):
+    """pytest.raises for exactly `exception_class`, whose one-line message names every needle (file, tensor, value)."""
+    with pytest.raises(exception_class) as caught:
+        yield caught
+    message = str(caught.value)
+    print(f"\n[{type(caught.value).__name__}] {message}")
+    assert type(caught.value) is exception_class, f"expected {exception_class.__name__}, got {caught.type.__name__}"
+    for needle in needles:
+        assert str(needle) in message, f"{needle!r} is not named in: {message}"
+    assert "\n" not in message.strip(), f"message is not one line: {message!r}"

@@ -4,8 +4,10 @@ import importlib.util
 
 import numpy as np
 import pytest
+from conftest import expect_error
 
 import neo_numpy
+from neo_numpy import BackendError
 from neo_numpy.backend import get_backend
 
 
@@ -58,3 +60,11 @@ def test_float16_storage_path_on_the_host(checkpoint_dirs, neo_models):
     assert relative_error(logits, reference.forward(ids)) < 2e-2
     settings = dict(max_new_tokens=30, eos_token_id=None)
     assert np.array_equal(model.generate(ids, **settings), reference.generate(ids, **settings))
+
+
+# --------------------------------------------------------------------------------------------- hostile dtypes
+
+
+def test_bfloat16_storage_is_refused_in_one_sentence(folder):
+    with expect_error(BackendError, "bfloat16"):
+        neo_numpy.load_model(folder, dtype="bfloat16")

@@ -8,16 +8,18 @@ no interaction are started together by one fixture, a few at a time, to keep the
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import pytest
-from checkpoints import build_torch_model, save_checkpoint
+from checkpoints import SECRET, SOURCE, build_torch_model, save_checkpoint, write_word_tokenizer
 
 import neo_numpy
 
@@ -136,6 +138,13 @@ def cli_runs(checkpoint_dirs, eos_checkpoint, cli_root):
         "empty_stdin": (["generate", "-m", model], ""),
         "prompt_and_file": (["generate", "The dog", "-f", prompt_file, "-m", model], None),
         "threads_0": (["generate", "The dog", "-m", model, "--threads", "0"], None),
+        "penalty_rounds_to_0": (["generate", "The dog", "-m", model, "--repetition-penalty", "1e-300"], None),
+        "temperature_rounds_to_0": (
+            ["generate", "The dog", "-m", model, "--do-sample", "--temperature", "1e-50"],
+            None,
+        ),
+        "temperature_overflows": (["generate", "The dog", "-m", model, "--do-sample", "--temperature", "1e-40"], None),
+        "context_plus_one": (["generate", "The dog", "-m", model, "-n", "511", "--no-echo"], None),
         # argparse refuses these itself: a usage line, then "... error: ...", exit status 2
         "n_not_a_number": (["generate", "The dog", "-m", model, "-n", "many"], None),
     }
@@ -248,6 +257,9 @@ ERRORS = {
     "empty_stdin": ["empty"],
     "prompt_and_file": ["--file"],
     "threads_0": ["--threads"],
+    "penalty_rounds_to_0": ["repetition", "1e-300", "float32"],  # no RuntimeWarning lines before it
+    "temperature_rounds_to_0": ["temperature", "1e-50", "float32"],
+    "temperature_overflows": ["temperature", "float32"],  # not 0 in float32, but the logits / 1e-40 overflow
 }
 
 
@@ -261,6 +273,13 @@ def test_bad_input_is_one_error_line(cli_runs, name):
     for word in ERRORS[name]:
         assert word in lines[0], f"the message should name {word!r}: {lines[0]}"
     assert "tok/s" not in stderr
+
+
+def test_prompt_plus_new_tokens_may_be_the_context_plus_one(cli_runs):
+    """ "The dog" is 2 tokens; 511 more make 513 = context + 1, as transformers allows: the last is never fed back."""
+    code, stdout, stderr = cli_runs["context_plus_one"]
+    assert code == 0, stderr
+    assert_summary(stderr)
 
 
 def test_a_bad_command_line_is_one_error_line(cli_runs):
@@ -371,3 +390,136 @@ def test_ctrl_c_before_generation_starts_is_clean(checkpoint_dirs, cli_root):
     args = [sys.executable, "-m", "neo_numpy", "generate", "-m", str(checkpoint_dirs[MODEL])]
     _, stderr = interrupt(start_interruptible(args, cli_root, subprocess.PIPE), waiting_on_stdin)
     assert "interrupted" in stderr
+
+
+# -------------------------------------------------------------------------------------- hostile command lines
+
+
+def run_hostile_cli(args, stdin=b"", stdout=subprocess.PIPE, shell_suffix=None):
+    """(exit status, stdout bytes, stderr text) of `python -m neo_numpy <args>`, offline, from the repo root.
+
+    stdin: bytes to send, or a path to open; shell_suffix: run through bash with this redirection appended.
+    """
+    env = dict(os.environ, HF_HUB_OFFLINE="1", NEO_NUMPY_WEIGHTS=str(REPO_ROOT / "no-weights-here"))
+    command = [sys.executable, "-m", "neo_numpy", *args]
+    if shell_suffix is not None:
+        quoted = " ".join("'" + os.fsdecode(arg).replace("'", "'\\''") + "'" for arg in command)
+        command = ["bash", "-c", f"{quoted} {shell_suffix}"]
+    with open(stdin, "rb") if isinstance(stdin, Path) else nullcontext() as stdin_file:
+        source = dict(stdin=stdin_file) if stdin_file is not None else dict(input=stdin)
+        result = subprocess.run(
+            command, cwd=REPO_ROOT, env=env, stdout=stdout, stderr=subprocess.PIPE, timeout=120, **source
+        )
+    return result.returncode, result.stdout or b"", result.stderr.decode("utf-8", "replace")
+
+
+def run_with_stdout_reader_gone(args):
+    """stdout is a pipe whose reading end is already closed (`| head -c0`): every write fails with EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return run_hostile_cli(args, stdout=write_end)
+    finally:
+        os.close(write_end)
+
+
+@pytest.fixture(scope="module")
+def hostile_cli(checkpoint_dirs, tmp_path_factory):
+    """name -> (exit status, stdout, stderr) for every hostile command line, a few at a time."""
+    root = tmp_path_factory.mktemp("hostile_cli")
+    model_dir = str(checkpoint_dirs[SOURCE])
+    bad_file = root / "latin1.txt"
+    bad_file.write_bytes(b"caf\xe9 au lait")
+    escaping = shutil.copytree(checkpoint_dirs[SOURCE], root / "escaping", ignore=lambda *_: ["model.safetensors"])
+    secret = root / "secret.txt"
+    secret.write_bytes(SECRET)
+    (escaping / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": str(secret)}}))
+    mismatched = shutil.copytree(checkpoint_dirs[SOURCE], root / "mismatched")
+    write_word_tokenizer(mismatched, {"a": 0, "b": 1, "<unk>": 2})
+    base = ["generate", "-m", model_dir, "-n", "40", "--ignore-eos"]
+    runs = {
+        "argv_not_utf8": lambda: run_hostile_cli(["generate", b"caf\xe9", "-m", model_dir]),
+        "stdin_not_utf8": lambda: run_hostile_cli(["generate", "-m", model_dir], stdin=b"caf\xe9 au lait"),
+        "file_not_utf8": lambda: run_hostile_cli(["generate", "-f", str(bad_file), "-m", model_dir]),
+        "file_dev_zero": lambda: run_hostile_cli(["generate", "-f", "/dev/zero", "-m", model_dir]),
+        "stdin_dev_zero": lambda: run_hostile_cli(["generate", "-m", model_dir], stdin=Path("/dev/zero")),
+        "seed_negative": lambda: run_hostile_cli([*base, "The dog", "--do-sample", "--seed", "-1"]),
+        "tiny_temperature": lambda: run_hostile_cli([*base, "The dog", "--do-sample", "--temperature", "1e-45"]),
+        "escaping_index": lambda: run_hostile_cli(["generate", "The dog", "-m", str(escaping)]),
+        "mismatched_tokenizer": lambda: run_hostile_cli(["generate", "The dog", "-m", str(mismatched)]),
+        "dot_dot_name": lambda: run_hostile_cli(["generate", "The dog", "-m", "zz/.."]),
+        "stdout_closed": lambda: run_hostile_cli([*base, "The dog"], shell_suffix=">&-"),
+        "stdout_full": lambda: run_hostile_cli([*base, "The dog"], shell_suffix=">/dev/full"),
+        "stdout_reader_gone": lambda: run_with_stdout_reader_gone([*base, "The dog"]),
+        "stdout_head_c1": lambda: run_hostile_cli([*base, "The dog"], shell_suffix="| head -c1; exit ${PIPESTATUS[0]}"),
+        "stderr_closed": lambda: run_hostile_cli([*base, "The dog"], shell_suffix="2>&-"),
+        "stderr_closed_error": lambda: run_hostile_cli(
+            ["generate", "The dog", "-m", str(root / "nowhere")], shell_suffix="2>&-"
+        ),
+        "download_not_a_checkpoint": lambda: run_hostile_cli(["download", str(root)]),
+        "threads_beyond_cores": lambda: run_hostile_cli([*base, "The dog", "--threads", "100000"]),
+        "usage_error": lambda: run_hostile_cli(["generate", "The dog", "-n", "abc"]),
+    }
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {name: pool.submit(run) for name, run in runs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+CLI_ERRORS = {  # run name: words its one `error:` line must contain
+    "argv_not_utf8": ["UTF-8"],
+    "stdin_not_utf8": ["UTF-8", "byte 3"],
+    "file_not_utf8": ["latin1.txt", "UTF-8"],
+    "file_dev_zero": ["/dev/zero", "512-position context"],
+    "stdin_dev_zero": ["512-position context"],
+    "seed_negative": ["seed", "-1"],
+    "tiny_temperature": ["temperature"],
+    "escaping_index": ["plain file name"],
+    "mismatched_tokenizer": ["tokenizer", "50256"],
+    "dot_dot_name": ["zz/.."],
+    "stdout_closed": ["standard output"],
+    "stdout_full": ["standard output", "No space left"],
+    "download_not_a_checkpoint": ["not a checkpoint folder"],
+    "threads_beyond_cores": ["--threads", "100000"],
+}
+
+
+@pytest.mark.parametrize("name", list(CLI_ERRORS))
+def test_cli_refuses_in_one_line(hostile_cli, name):
+    code, stdout, stderr = hostile_cli[name]
+    assert code == 1, (code, stderr)
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"expected one 'error:' line, got:\n{stderr}"
+    for word in CLI_ERRORS[name]:
+        assert word in lines[0], f"the message should name {word!r}: {lines[0]}"
+    assert SECRET[:8] not in stdout and "root:" not in stderr
+
+
+def test_cli_refuses_bad_settings_before_printing_anything(hostile_cli):
+    assert hostile_cli["seed_negative"][1] == b""
+
+
+def test_cli_stops_quietly_when_the_reader_is_gone(hostile_cli):
+    code, stdout, stderr = hostile_cli["stdout_reader_gone"]
+    assert code == 141 and stderr == "", (code, stderr)
+
+
+def test_cli_piped_into_head(hostile_cli):
+    """`| head -c1`: one byte comes through; whether the rest fits the pipe before head exits or not, no traceback."""
+    code, stdout, stderr = hostile_cli["stdout_head_c1"]
+    assert stdout == b"T"
+    assert code in (0, 141) and "Traceback" not in stderr and "Exception ignored" not in stderr, (code, stderr)
+
+
+def test_cli_with_stderr_closed_writes_nothing_but_the_text(hostile_cli):
+    """`2>&-`: the summary and any error line are dropped, never written into the text on stdout."""
+    code, stdout, _ = hostile_cli["stderr_closed"]
+    assert code == 0 and stdout.startswith(b"The dog") and b"tok/s" not in stdout
+    code, stdout, _ = hostile_cli["stderr_closed_error"]
+    assert code == 1 and stdout == b""
+
+
+def test_cli_usage_error_is_one_line(hostile_cli):
+    code, _, stderr = hostile_cli["usage_error"]
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "-n" in lines[0], stderr

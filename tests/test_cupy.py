@@ -2,10 +2,14 @@
 
 import numpy as np
 import pytest
-import torch
+from checkpoints import require
 from conftest import relative_error
 
 import neo_numpy
+
+require("torch")
+
+import torch  # noqa: E402
 
 
 def gpu_missing_reason():

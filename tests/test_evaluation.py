@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from checkpoints import build_torch_model, require, save_checkpoint
 
-pytest.importorskip("lm_eval", reason="lm-eval is not installed: pip install -r requirements-eval.txt")
+require("lm_eval")
 
 import lm_eval  # noqa: E402
-from checkpoints import build_torch_model, save_checkpoint  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
 import neo_numpy  # noqa: E402
@@ -88,6 +88,19 @@ def write_tasks(folder: Path) -> Path:
             "doc_to_text": "{{prompt}}",
             "doc_to_target": "{{answer}}",
             "generation_kwargs": {"until": ["\n", "."], "max_gen_toks": 12, "do_sample": False},
+            "metric_list": [{"metric": "exact_match"}],
+            "file": "generate",
+        },
+        "neo_penalty": {  # greedy, but with a repetition penalty that must still apply
+            "output_type": "generate_until",
+            "doc_to_text": "{{prompt}}",
+            "doc_to_target": "{{answer}}",
+            "generation_kwargs": {
+                "until": ["\n", "."],
+                "max_gen_toks": 12,
+                "do_sample": False,
+                "repetition_penalty": 5.0,
+            },
             "metric_list": [{"metric": "exact_match"}],
             "file": "generate",
         },
@@ -175,6 +188,99 @@ def test_generated_texts_are_identical(both_runs):
     ours, theirs = (responses(results, "neo_generate") for results in both_runs)
     assert len(ours) == 5 and ours == theirs
     assert any(text.strip() for text in ours)  # something was generated, so the comparison says something
+
+
+def test_greedy_generation_keeps_the_tasks_other_settings(both_runs, eval_checkpoint, task_folder):
+    """A greedy task's repetition_penalty applies, as HFLM passes every generation setting on to generate().
+
+    HFLM runs one request per batch here: in a padded batch transformers also penalises the padding id (EOS) of
+    the shorter rows, so its texts there depend on the batch; neo_numpy's rows give what they give alone.
+    """
+    tasks = TaskManager(include_path=str(task_folder), include_defaults=False)
+    common = dict(tasks=["neo_penalty"], task_manager=tasks, bootstrap_iters=0, log_samples=True)
+    ours = lm_eval.simple_evaluate(model="neo_numpy", model_args=f"pretrained={eval_checkpoint},batch_size=3", **common)
+    theirs = lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={eval_checkpoint},dtype=float32,device=cpu,batch_size=1", **common
+    )
+    penalised = responses(ours, "neo_penalty")
+    assert len(penalised) == 5 and penalised == responses(theirs, "neo_penalty")
+    assert penalised != responses(both_runs[0], "neo_generate")  # the penalty changed the texts
+
+
+def stop_across_a_token_boundary(tokenizer, tokens):
+    """(a stop string made of the last 2 characters of token k-1's text and the first 2 of token k's, k): the first
+    k >= 2 where the text before the boundary does not contain it yet."""
+    for k in range(2, len(tokens)):
+        before, after = tokenizer.decode(tokens[:k]), tokenizer.decode(tokens[: k + 1])
+        stop = before[-2:] + after[len(before) : len(before) + 2]
+        if after.startswith(before) and len(after) >= len(before) + 2 and "\ufffd" not in stop and stop not in before:
+            return stop, k
+    raise AssertionError("no token boundary to put a stop string on")
+
+
+def counted_generation(lm, ids, until, monkeypatch):
+    """(generate_texts' text for one prompt, the steps generated, the length of every tokenizer.decode call)."""
+    steps, decoded = [], []
+    generate_tokens, decode = lm.model.generate_tokens, lm.tokenizer.decode
+    counted_steps = lambda *args, **kwargs: (steps.append(t) or t for t in generate_tokens(*args, **kwargs))  # noqa: E731
+    counted_decode = lambda ids, **kwargs: decoded.append(len(list(ids))) or decode(ids, **kwargs)  # noqa: E731
+    with monkeypatch.context() as patch:
+        patch.setattr(lm.model, "generate_tokens", counted_steps)
+        patch.setattr(lm.tokenizer, "decode", counted_decode)
+        text = lm.generate_texts(np.array([ids]), np.ones((1, len(ids)), dtype=np.int64), 20, until, {})
+    return text, steps, decoded
+
+
+def test_generation_stops_at_the_token_that_completes_a_stop_string(eval_checkpoint, monkeypatch):
+    """A stop string spanning two tokens stops the row at its last token, the answer equals HFLM's, and the text
+    is decoded incrementally: each generated token is decoded a bounded number of times, not once per step."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from neo_numpy.lm_eval_model import NeoNumpyLM
+
+    ours = NeoNumpyLM(eval_checkpoint, batch_size=2)
+    prompts, stops, unstopped = ["The river", "She walked to the old house"], [], []
+    for prompt in prompts:
+        ids = ours.tok_encode(prompt)
+        tokens = ours.model.generate(np.array([ids]), max_new_tokens=20, eos_token_id=None)[0, len(ids) :].tolist()
+        assert ours.eot_token_id not in tokens
+        stop, k = stop_across_a_token_boundary(ours.tokenizer, tokens)
+        stops.append(stop)
+        unstopped.append(tokens)
+
+        text, steps, _ = counted_generation(ours, ids, [stop, "<|endoftext|>"], monkeypatch)
+        assert text == [ours.tokenizer.decode(tokens[: k + 1])] and len(steps) == k + 1
+        text, steps, decoded = counted_generation(ours, ids, ["<|endoftext|>"], monkeypatch)
+        assert text == [ours.tokenizer.decode(tokens)] and len(steps) == 20
+        assert sum(decoded) <= 3 * 20  # each step decodes its new token (or a few, for a split character), not all
+
+    requests = [
+        Instance("generate_until", {}, (prompt, {"until": stops, "max_gen_toks": 20, "do_sample": False}), index)
+        for index, prompt in enumerate(prompts)
+    ]
+    theirs = HFLM(pretrained=str(eval_checkpoint), dtype="float32", device="cpu", batch_size=1)
+    answers = ours.generate_until(requests)
+    assert answers == theirs.generate_until(requests)
+    assert answers == [ours.tokenizer.decode(tokens).split(stops[0])[0].split(stops[1])[0] for tokens in unstopped]
+
+
+def test_a_row_is_finished_by_eos_or_a_stop_string_split_anywhere(eval_checkpoint):
+    from neo_numpy.lm_eval_model import GeneratedRow
+
+    tokenizer = neo_numpy.load_tokenizer(eval_checkpoint)
+
+    def finished_after_each(text, until):
+        row = GeneratedRow(tokenizer, until)
+        return [row.add(token) or row.finished for token in tokenizer.encode(text)]
+
+    assert len(tokenizer.encode("a😀b")) == 4  # the emoji's four bytes are two tokens
+    assert finished_after_each("a😀b", ["😀"]) == [False, False, True, True]  # found once the character is whole
+    assert finished_after_each("héllo wörld", ["lo w"]) == [False, False, False, True, True, True]  # 'llo' + ' w'
+    assert finished_after_each("héllo wörld", ["xyz", "ld"]) == [False] * 5 + [True]
+    row = GeneratedRow(tokenizer, ["xyz"])
+    row.add(tokenizer.eos_token_id)
+    assert row.finished
 
 
 def test_the_tasks_reach_past_the_context(both_runs, eval_checkpoint):
@@ -301,13 +407,15 @@ def test_eval_command_bad_arguments(flags, message, capsys):
 
 
 def test_generation_settings_and_model_arguments(eval_checkpoint):
-    from neo_numpy.lm_eval_model import NeoNumpyLM, sampling
+    from neo_numpy.lm_eval_model import NeoNumpyLM, generation_keywords
 
-    assert sampling({"do_sample": False, "temperature": 0.0}) == {}  # greedy, as lm-eval normalises it
-    sampled = sampling({"do_sample": True, "temperature": 0.7, "top_p": 0.9})
+    greedy = {"do_sample": False, "temperature": 0.0, "repetition_penalty": 1.3}  # as lm-eval normalises greedy
+    assert generation_keywords(greedy) == {"do_sample": False, "repetition_penalty": 1.3}
+    sampled = generation_keywords({"do_sample": True, "temperature": 0.7, "top_p": 0.9})
     assert sampled.keys() == {"do_sample", "temperature", "top_p", "seed"} and sampled["temperature"] == 0.7
-    with pytest.raises(InputError, match="'num_beams' is not supported"):
-        sampling({"do_sample": True, "num_beams": 4})
+    for do_sample in (False, True):
+        with pytest.raises(InputError, match="'num_beams' is not supported"):
+            generation_keywords({"do_sample": do_sample, "num_beams": 4})
     with pytest.raises(InputError, match="batch_size must be a positive integer, got 'auto'"):
         NeoNumpyLM(eval_checkpoint, batch_size="auto")
     assert NeoNumpyLM(eval_checkpoint, batch_size="4", threads=1).batch_size == 4  # lm-eval passes strings too

@@ -6,14 +6,24 @@ W @ x.T orientation of few-row products and the fused q/k/v weight. (Whole-model
 test_forward_parity.py and test_generation.py.)
 """
 
+import copy
 import threading
 
 import numpy as np
 import pytest
 
 import neo_numpy
-from neo_numpy.cache import prefill_masks
-from neo_numpy.layers import attention, gelu_new, layer_norm, linear, merge_heads, prompt_attention
+from neo_numpy.layers import (
+    add_bias_then_gelu,
+    attention,
+    gelu_new,
+    layer_norm,
+    linear,
+    merge_heads,
+    mlp,
+    prefill_masks,
+    prompt_attention,
+)
 from neo_numpy.threads import RowPool, blas_threads
 
 HEADS, HEAD_DIM = 3, 8
@@ -77,17 +87,21 @@ def test_row_blocks_give_the_plain_results_exactly(count):
     rng = np.random.default_rng(count)
     x = rng.standard_normal((count, 24), dtype=np.float32) * 3
     weight, bias = rng.standard_normal(24, dtype=np.float32), rng.standard_normal(24, dtype=np.float32)
-    normed, activated = np.empty_like(x), x.copy()
     pool = RowPool(2, block_rows=64)
+    normed = layer_norm(x, weight, bias, 1e-5, pool)
+    plain = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5) * weight + bias
+    assert np.array_equal(normed, layer_norm(x, weight, bias, 1e-5)) and normed.dtype == np.float32
+    assert relative_error(normed, plain) < 1e-6
+    activated = x.copy()
+    pool.rows(lambda start, stop: add_bias_then_gelu(activated[start:stop], bias), count)
+    assert np.array_equal(activated, gelu_new(x + bias)) and activated.dtype == np.float32
 
-    def both(start, stop):
-        layer_norm(x[start:stop], weight, bias, 1e-5, out=normed[start:stop])
-        gelu_new(activated[start:stop], out=activated[start:stop])
 
-    pool.rows(both, count)
-    assert np.array_equal(normed, layer_norm(x, weight, bias, 1e-5))
-    assert np.array_equal(activated, gelu_new(x))
-    assert normed.dtype == activated.dtype == np.float32
+def test_mlp_on_the_pool_gives_c_proj_of_gelu_of_c_fc(neo_models):
+    layer = neo_models["local_first"].weights.layers[0]
+    x = np.random.default_rng(3).standard_normal((2, 150, layer.c_fc_weight.shape[1]), dtype=np.float32)
+    plain = linear(gelu_new(linear(x, layer.c_fc_weight, layer.c_fc_bias)), layer.c_proj_weight, layer.c_proj_bias)
+    assert np.array_equal(mlp(x, layer, RowPool(2)), plain) and np.array_equal(mlp(x, layer), plain)
 
 
 def test_pool_runs_every_item_once_on_several_threads_and_restores_blas_threads():
@@ -106,12 +120,14 @@ def test_pool_runs_every_item_once_on_several_threads_and_restores_blas_threads(
         with lock:
             seen.append(item)
             threads.add(threading.get_ident())
+            counts_inside.append(blas_counts())
 
     with blas_threads(2):
-        before = blas_counts()
-        pool.run(record, range(10), blas_threads_each=1)
+        before, counts_inside = blas_counts(), []
+        pool.run(record, range(10))
         assert blas_counts() == before
     assert sorted(seen) == list(range(10)) and len(threads) == 2
+    assert all(count == 1 for counts in counts_inside for count in counts)  # the pool is the parallelism
 
 
 def test_pool_passes_on_a_worker_error():
@@ -141,3 +157,42 @@ def test_fused_qkv_shares_memory_with_the_layer_weights(checkpoint_dirs):
         assert stacked.shape == (3 * width, width)
         for i, part in enumerate((layer.q_proj_weight, layer.k_proj_weight, layer.v_proj_weight)):
             assert np.shares_memory(part, stacked) and np.array_equal(part, stacked[i * width : (i + 1) * width])
+
+
+def test_q_k_v_weights_never_go_stale(torch_models, tmp_path):
+    """Writing into a q/k/v view changes the logits; assigning a new q gives the logits of a checkpoint saved with
+    that q, and views taken earlier see it; an array of another shape or dtype is refused in one sentence."""
+    import torch
+    from checkpoints import save_checkpoint
+
+    model = neo_numpy.load_model(save_checkpoint(torch_models["alternating"], tmp_path / "original"))
+    layer, width, ids = model.weights.layers[1], model.config.hidden_size, np.arange(30)[None]
+    original = model.forward(ids)
+
+    held_k = layer.k_proj_weight  # a view, taken before anything changes
+    held_k *= 2  # in place: the stacked weight the engine multiplies by changes with it
+    assert not np.allclose(model.forward(ids), original)
+    held_k /= 2  # exactly back (powers of two)
+    assert np.array_equal(model.forward(ids), original)
+
+    new_q = np.random.default_rng(0).standard_normal((width, width), dtype=np.float32) * 0.1
+    changed = copy.deepcopy(torch_models["alternating"])
+    with torch.no_grad():
+        changed.transformer.h[1].attn.attention.q_proj.weight.copy_(torch.from_numpy(new_q))
+    reference = neo_numpy.load_model(save_checkpoint(changed, tmp_path / "changed")).forward(ids)
+    held_q, stacked = layer.q_proj_weight, layer.qkv_proj_weight
+    layer.q_proj_weight = new_q
+    assert np.array_equal(held_q, new_q) and layer.qkv_proj_weight is stacked
+    assert np.array_equal(model.forward(ids), reference)
+
+    layer.qkv_proj_weight = stacked.copy() * 0  # the stacked weight itself is copied into, too
+    assert layer.qkv_proj_weight is stacked and not held_q.any()
+    layer.qkv_proj_weight = neo_numpy.load_model(tmp_path / "changed").weights.layers[1].qkv_proj_weight
+    assert np.array_equal(model.forward(ids), reference)
+
+    wrong_shape, wrong_dtype, not_an_array = new_q[:, :10], new_q.astype(np.float64), new_q.tolist()
+    for field in ("q_proj_weight", "v_proj_weight", "qkv_proj_weight"):
+        for value in (wrong_shape, wrong_dtype, not_an_array):
+            with pytest.raises(neo_numpy.InputError, match=rf"^{field} takes a ndarray of dtype float32 and shape"):
+                setattr(layer, field, value)
+    assert np.array_equal(model.forward(ids), reference)

@@ -11,14 +11,18 @@ import importlib.util
 import re
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pytest
+from checkpoints import require
+
+require("matplotlib", "nbformat")
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
 import matplotlib.image  # noqa: E402
 import nbformat  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURE_DIR = ROOT / "notebooks" / "figures"

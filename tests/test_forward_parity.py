@@ -10,16 +10,19 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from checkpoints import CONFIGS, build_config, build_torch_model, save_checkpoint
+from checkpoints import CONFIGS, build_config, build_torch_model, require, save_checkpoint
 from conftest import relative_error
-from safetensors import safe_open
-from safetensors.torch import save_file
-from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 import neo_numpy
 from neo_numpy.config import NeoConfig, expand_attention_types
 from neo_numpy.inputs import positions_from_mask
+
+require("torch", "transformers", "safetensors")
+
+import torch  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from transformers import GPTNeoConfig, GPTNeoForCausalLM  # noqa: E402
 
 TOLERANCE = 1e-5
 SEQUENCE = 64  # longer than every local window in CONFIGS

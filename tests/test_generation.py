@@ -9,11 +9,15 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
-from conftest import relative_error
+from checkpoints import require
+from conftest import expect_error, relative_error
 
 import neo_numpy
 from neo_numpy import InputError
+
+require("torch")
+
+import torch  # noqa: E402
 
 CONFIG_NAMES = ["alternating", "local_first", "all_global"]
 EOS = 50256
@@ -306,15 +310,18 @@ def test_min_new_tokens_holds_eos_back(neo_models, torch_models, greedy_referenc
 # --------------------------------------------------------------------------- refusing bad input
 
 
-def test_prompt_plus_new_tokens_beyond_the_context(neo_models):
+def test_prompt_plus_new_tokens_beyond_the_context(neo_models, torch_models):
     model = neo_models["alternating"]
     assert model.config.max_position_embeddings == 512
     prompt = np.random.default_rng(0).integers(0, 50000, size=(1, 510))
     with pytest.raises(InputError) as error:
-        model.generate(prompt[:, :500], max_new_tokens=13)
+        model.generate(prompt[:, :500], max_new_tokens=14)
     message = str(error.value)
-    assert "500" in message and "13" in message and "512" in message
-    assert model.generate(prompt[:, :510], max_new_tokens=2, eos_token_id=None).shape == (1, 512)  # exactly full fits
+    assert "500" in message and "14" in message and "512" in message
+    # context + 1 fits: the last new token is never fed back, and transformers computes it too
+    reference = hf_generate(torch_models["alternating"], prompt, max_new_tokens=3, eos_token_id=None, pad_token_id=EOS)
+    ours = model.generate(prompt, max_new_tokens=3, eos_token_id=None)
+    assert ours.shape == (1, 513) and (ours == reference).all()
 
 
 @pytest.mark.parametrize(
@@ -399,3 +406,38 @@ def test_stream_yields_the_decoded_ids_without_the_final_eos(neo_models, greedy_
     # token ids work as a prompt too, and with no EOS the whole continuation comes out
     everything = "".join(neo_models[name].stream(prompt, max_new_tokens=NEW_TOKENS, eos_token_id=None))
     assert everything == tokenizer.decode(new.tolist())
+
+
+# ---------------------------------------------------------------------------------- hostile generation inputs
+
+
+@pytest.mark.parametrize("seed", ["abc", -1, 1.5, True])
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_seed_is_checked_even_when_greedy(small_model, seed, do_sample):
+    with expect_error(InputError, "seed"):
+        small_model.generate([[464, 3290]], max_new_tokens=2, do_sample=do_sample, seed=seed)
+
+
+@pytest.mark.parametrize("eos", [-1, 50257, 10**20, 1.5, "50256"])
+def test_eos_outside_the_vocabulary_with_min_new_tokens(small_model, eos):
+    with expect_error(InputError, "eos_token_id"):
+        small_model.generate([[464, 3290]], max_new_tokens=3, min_new_tokens=2, eos_token_id=eos)
+
+
+def test_tiny_temperature_is_refused_not_nan(small_model):
+    with expect_error(InputError, "temperature"):
+        small_model.generate([[464, 3290]], max_new_tokens=3, do_sample=True, temperature=1e-45, seed=0)
+    small = small_model.generate([[464, 3290]], max_new_tokens=3, do_sample=True, temperature=1e-6, seed=0)
+    greedy = small_model.generate([[464, 3290]], max_new_tokens=3)
+    assert small.tolist() == greedy.tolist()  # a small but safe temperature is (near) greedy, not garbage
+
+
+@pytest.mark.parametrize("prompt", [[[464, 3290], [1, 2]], [[1, 2], [3]], 3.5], ids=["2-D", "ragged", "float"])
+def test_stream_needs_one_sequence(small_model, prompt):
+    with expect_error(InputError, "one sequence"):
+        next(small_model.stream(prompt, max_new_tokens=2))
+
+
+def test_stream_needs_a_tokenizer(small_model):
+    with expect_error(InputError, "tokenizer"):
+        next(small_model.stream("The dog", tokenizer="abc", max_new_tokens=2))

@@ -5,14 +5,18 @@ No test reaches the network: huggingface_hub.snapshot_download is replaced by a 
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import huggingface_hub
 import huggingface_hub.constants
 import pytest
+from checkpoints import SOURCE
+from conftest import expect_error
 from huggingface_hub.errors import HTTPError, LocalEntryNotFoundError
 from huggingface_hub.utils import filter_repo_objects
 
+import neo_numpy
 from neo_numpy import ModelNotFoundError, hub
 from neo_numpy.hub import resolve_model_dir
 
@@ -372,3 +376,43 @@ def test_repo_without_safetensors_is_refused_after_download(weights, monkeypatch
     message = str(error.value)
     assert "someone/pickle-only-neo" in message and "safetensors" in message and "folder" in message
     assert one_sentence(message)
+
+
+# ---------------------------------------------------------------------------------------------- hostile names
+
+
+@pytest.fixture
+def offline_weights(tmp_path, monkeypatch):
+    """An empty weights folder and Hugging Face cache, offline."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setenv("NEO_NUMPY_WEIGHTS", str(folder))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    return folder
+
+
+def test_another_owners_repo_never_gets_eleutherais_folder(offline_weights, checkpoint_dirs):
+    released = shutil.copytree(checkpoint_dirs[SOURCE], offline_weights / "gpt-neo-125m")  # the released 125M's folder
+    assert hub.resolve_model_dir("125M") == released
+    assert hub.resolve_model_dir("EleutherAI/gpt-neo-125m") == released
+    with expect_error(ModelNotFoundError, "someone-else/gpt-neo-125m", "HF_HUB_OFFLINE"):
+        neo_numpy.load_model("someone-else/gpt-neo-125m")
+    theirs = shutil.copytree(checkpoint_dirs[SOURCE], offline_weights / "someone-else" / "gpt-neo-125m")
+    assert hub.resolve_model_dir("someone-else/gpt-neo-125m") == theirs
+    assert hub.download_folder("someone-else/gpt-neo-125m") == theirs
+    assert hub.download_folder("EleutherAI/gpt-neo-125m") == released
+
+
+@pytest.mark.parametrize("name", ["zz/..", "zz/../..", "EleutherAI/..", "a/b/../../..", "x/-y", "a--b/c"])
+def test_names_that_escape_the_weights_folder_are_refused(offline_weights, monkeypatch, tmp_path, name):
+    monkeypatch.chdir(tmp_path)  # no folder "zz" here, so these are not existing paths
+    (offline_weights / "config.json").write_text("{}")  # what "zz/.." would have found
+    with expect_error(ModelNotFoundError, name, "does not exist"):
+        neo_numpy.load_model(name)
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_empty_model_name(name):
+    with expect_error(ModelNotFoundError, "empty"):
+        neo_numpy.load_model(name)

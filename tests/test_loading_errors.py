@@ -2,44 +2,20 @@
 
 import json
 import shutil
-from contextlib import contextmanager
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
-from checkpoints import save_checkpoint
-from safetensors.numpy import load_file, save_file
+from checkpoints import SECRET, SOURCE, edit_config, require, save_checkpoint, write_raw_safetensors
+from conftest import expect_error
 
 import neo_numpy
-from neo_numpy import CheckpointError, InputError, ModelNotFoundError
+from neo_numpy import CheckpointError, InputError, ModelNotFoundError, hub
 
-SOURCE = "all_global"  # the smallest test checkpoint (2 layers, hidden 60)
+require("safetensors")
 
-
-@contextmanager
-def expect_error(exception_class, *needles):
-    """pytest.raises for exactly `exception_class`, whose one-line message names every needle (file, tensor, value)."""
-    with pytest.raises(exception_class) as caught:
-        yield caught
-    message = str(caught.value)
-    print(f"\n[{type(caught.value).__name__}] {message}")
-    assert type(caught.value) is exception_class, f"expected {exception_class.__name__}, got {caught.type.__name__}"
-    for needle in needles:
-        assert str(needle) in message, f"{needle!r} is not named in: {message}"
-    assert "\n" not in message.strip(), f"message is not one line: {message!r}"
-
-
-@pytest.fixture
-def folder(checkpoint_dirs, tmp_path):
-    """A private, intact copy of a small checkpoint, to damage."""
-    return shutil.copytree(checkpoint_dirs[SOURCE], tmp_path / "checkpoint")
-
-
-def edit_config(folder, **changes):
-    path = folder / "config.json"
-    raw = json.loads(path.read_text())
-    raw.update(changes)
-    path.write_text(json.dumps(raw))
-    return path
+from safetensors.numpy import load_file, save_file  # noqa: E402
 
 
 def rewrite_tensors(folder, edit):
@@ -113,12 +89,13 @@ def test_attention_types_with_unknown_kind(folder):
         neo_numpy.load_model(folder)
 
 
-def test_config_missing_an_entry(folder):
+def test_config_leaving_out_a_size_gets_transformers_default(folder):
+    """A size left out takes GPTNeoConfig's default (2048 positions), as in transformers: here the weights disagree."""
     path = folder / "config.json"
     raw = json.loads(path.read_text())
-    del raw["window_size"]
+    del raw["max_position_embeddings"]
     path.write_text(json.dumps(raw))
-    with expect_error(CheckpointError, path, "window_size"):
+    with expect_error(CheckpointError, "transformer.wpe.weight", "2048", "512"):
         neo_numpy.load_model(folder)
 
 
@@ -139,8 +116,8 @@ def test_config_value_not_positive(folder, entry, value):
 
 @pytest.mark.parametrize(
     "attention_types",
-    [[["global", 2]], [[["global"]]], None, [[["global"], "two"]]],
-    ids=["pattern-not-a-list", "no-repeat-count", "null", "repeat-count-not-a-number"],
+    [[["global", 2]], [[["global"]]], [[["global"], "two"]]],
+    ids=["pattern-not-a-list", "no-repeat-count", "repeat-count-not-a-number"],
 )
 def test_attention_types_malformed(folder, attention_types):
     path = edit_config(folder, attention_types=attention_types)
@@ -148,12 +125,14 @@ def test_attention_types_malformed(folder, attention_types):
         neo_numpy.load_model(folder)
 
 
+def test_null_attention_types_means_the_default(folder):
+    """null is GPTNeoConfig's default [[["global", "local"], 12]]: 24 layers, not this checkpoint's 2."""
+    path = edit_config(folder, attention_types=None)
+    with expect_error(CheckpointError, path, "attention_types", "24 layers", "num_layers is 2"):
+        neo_numpy.load_model(folder)
+
+
 # ---------------------------------------------------------------------------------------------- weight files
-
-
-def write_raw_safetensors(path, header, data=b""):
-    encoded = json.dumps(header).encode()
-    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data)
 
 
 def test_only_pytorch_bin(folder):
@@ -265,15 +244,21 @@ def test_missing_tensor(folder):
         neo_numpy.load_model(folder)
 
 
-def test_foreign_tensor(folder):
+def test_foreign_tensor_is_ignored_with_one_warning(folder, caplog):
+    """transformers ignores a tensor its model has no place for (it reports it as UNEXPECTED); so does neo_numpy."""
     name = "transformer.h.0.attn.c_attn.weight"  # GPT-2's fused qkv projection
+    ids = np.array([[464, 3290, 318]])
+    expected = neo_numpy.load_model(folder).forward(ids)
 
     def add(tensors):
         tensors[name] = np.zeros((60, 180), dtype=np.float32)
+        tensors["score.weight"] = np.zeros((2, 60), dtype=np.int64)
 
     rewrite_tensors(folder, add)
-    with expect_error(CheckpointError, name):
-        neo_numpy.load_model(folder)
+    caplog.clear()
+    np.testing.assert_array_equal(neo_numpy.load_model(folder).forward(ids), expected)
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and "score.weight" in warnings[0] and "1 more" in warnings[0], warnings
 
 
 def test_gpt2_style_file(folder):
@@ -290,13 +275,14 @@ def test_gpt2_style_file(folder):
 
 
 def test_unsupported_tensor_dtype(folder):
+    """Integer weights are refused: neo_numpy reads floating-point dtypes (F64 is cast: test_transformers_configs)."""
     name = "transformer.ln_f.bias"
 
-    def to_float64(tensors):
-        tensors[name] = tensors[name].astype(np.float64)
+    def to_int64(tensors):
+        tensors[name] = tensors[name].astype(np.int64)
 
-    rewrite_tensors(folder, to_float64)
-    with expect_error(CheckpointError, name, "F64"):
+    rewrite_tensors(folder, to_int64)
+    with expect_error(CheckpointError, name, "I64", "F64"):
         neo_numpy.load_model(folder)
 
 
@@ -384,3 +370,199 @@ def test_attention_mask_with_all_zero_row(neo_models):
 def test_input_error_is_a_value_error():
     assert issubclass(InputError, ValueError) and issubclass(InputError, neo_numpy.NeoNumpyError)
     assert issubclass(ModelNotFoundError, CheckpointError)
+
+
+# ---------------------------------------------------------------------------------------------- the front door
+
+
+def test_open_checkpoint_reads_the_config_once_and_the_tokenizer_on_first_use(folder):
+    (folder / "tokenizer.json").write_text("not a tokenizer")
+    checkpoint = neo_numpy.open_checkpoint(folder)  # the broken tokenizer is not read yet
+    assert checkpoint.folder == folder and checkpoint.config.num_layers == 2
+    (folder / "config.json").unlink()  # load_model(checkpoint) does not read it again
+    model = neo_numpy.load_model(checkpoint)
+    assert model.config is checkpoint.config and neo_numpy.open_checkpoint(checkpoint) is checkpoint
+    with expect_error(CheckpointError, "tokenizer.json"):
+        checkpoint.tokenizer  # noqa: B018
+
+
+def test_checkpoint_tokenizer_is_kept_and_shared_with_load_tokenizer(folder):
+    checkpoint = neo_numpy.open_checkpoint(folder)
+    assert checkpoint.tokenizer is checkpoint.tokenizer is neo_numpy.load_tokenizer(checkpoint)
+    assert checkpoint.tokenizer.encode("Hello world") == [15496, 995]
+
+
+def test_load_tokenizer_checks_the_tokenizer_against_the_config(folder):
+    """load_tokenizer and NeoModel.tokenizer make the same check: ids beyond the model's vocabulary are refused."""
+    edit_config(folder, vocab_size=50000)
+    with expect_error(CheckpointError, folder, "50256", "49999"):
+        neo_numpy.load_tokenizer(folder)
+
+
+# -------------------------------------------------------------------------------------- hostile shard indexes
+
+
+def sharded(torch_models, tmp_path):
+    """A sharded copy of the test checkpoint: (folder, index path, index dict)."""
+    folder = save_checkpoint(torch_models[SOURCE], tmp_path / "sharded", max_shard_size="200KB")
+    index = folder / "model.safetensors.index.json"
+    return folder, index, json.loads(index.read_text())
+
+
+def point_index_at(index, raw, shard_name):
+    """Map every tensor of the first shard to `shard_name` instead."""
+    first = sorted(set(raw["weight_map"].values()))[0]
+    raw["weight_map"] = {name: shard_name if shard == first else shard for name, shard in raw["weight_map"].items()}
+    index.write_text(json.dumps(raw))
+
+
+@pytest.mark.parametrize(
+    "shard_name",
+    ["SECRET_ABSOLUTE", "../../../../../../SECRET_RELATIVE", "../outside/model.safetensors", "sub/x.safetensors", ".."],
+)
+def test_index_shard_names_must_be_plain_file_names(torch_models, tmp_path, shard_name):
+    folder, index, raw = sharded(torch_models, tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(SECRET)
+    outside = tmp_path / "outside"  # a valid shard outside the folder must not load either
+    outside.mkdir()
+    first = sorted(set(raw["weight_map"].values()))[0]
+    shutil.copy(folder / first, outside / "model.safetensors")
+    relative_secret = "../" * len(secret.parent.parts) + str(secret).lstrip("/")
+    shard_name = {"SECRET_ABSOLUTE": str(secret), "../../../../../../SECRET_RELATIVE": relative_secret}.get(
+        shard_name, shard_name
+    )
+    point_index_at(index, raw, shard_name)
+    with expect_error(CheckpointError, index, "plain file name") as caught:
+        neo_numpy.load_model(folder)
+    assert "root:" not in str(caught.value) and str(int.from_bytes(SECRET[:8], "little")) not in str(caught.value)
+    assert not hub.is_complete_checkpoint(folder)
+
+
+def test_index_shard_that_links_outside_the_folder(torch_models, tmp_path):
+    folder, index, raw = sharded(torch_models, tmp_path)
+    first = sorted(set(raw["weight_map"].values()))[0]
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.move(folder / first, outside)
+    (folder / first).symlink_to(outside)
+    with expect_error(CheckpointError, first, "outside"):
+        neo_numpy.load_model(folder)
+    (folder / first).unlink()  # a link that stays inside the folder is fine
+    shutil.move(outside, folder / "real.bin")
+    (folder / first).symlink_to(folder / "real.bin")
+    assert neo_numpy.load_model(folder).config.num_layers == 2
+
+
+def test_hf_cache_snapshot_links_into_blobs_load(torch_models, tmp_path):
+    """The Hugging Face cache keeps files in blobs/ and links them from snapshots/<revision>/: that is allowed."""
+    folder, index, raw = sharded(torch_models, tmp_path)
+    snapshot = tmp_path / "models--someone--neo" / "snapshots" / "0123abcd"
+    blobs = tmp_path / "models--someone--neo" / "blobs"
+    snapshot.mkdir(parents=True)
+    blobs.mkdir()
+    for item in folder.iterdir():
+        shutil.move(item, blobs / item.name)
+        (snapshot / item.name).symlink_to(Path("../../blobs") / item.name)
+    assert neo_numpy.load_model(snapshot).config.num_layers == 2
+
+
+def test_tensor_in_a_shard_the_index_does_not_map_there(torch_models, tmp_path):
+    """Two shards both holding ln_f.bias: the index names one, so the other copy must not silently win."""
+    folder, index, raw = sharded(torch_models, tmp_path)
+    shards = sorted(set(raw["weight_map"].values()))
+    owner = raw["weight_map"]["transformer.ln_f.bias"]
+    other = next(shard for shard in shards if shard != owner)
+    tensors = load_file(str(folder / other))
+    tensors["transformer.ln_f.bias"] = np.zeros(60, dtype=np.float32)
+    save_file(tensors, str(folder / other))
+    with expect_error(CheckpointError, other, "transformer.ln_f.bias", index.name):
+        neo_numpy.load_model(folder)
+
+
+def test_duplicate_name_in_the_index(torch_models, tmp_path):
+    folder, index, raw = sharded(torch_models, tmp_path)
+    text = json.dumps(raw)
+    index.write_text(text.replace('"weight_map": {', '"weight_map": {"transformer.ln_f.bias": "x.safetensors", ', 1))
+    with expect_error(CheckpointError, index, "'transformer.ln_f.bias' twice"):
+        neo_numpy.load_model(folder)
+
+
+# -------------------------------------------------------------------------------------- hostile config values
+
+
+@pytest.mark.parametrize(
+    "entry, value",
+    [
+        ("layer_norm_epsilon", float("nan")),
+        ("layer_norm_epsilon", -10),
+        ("layer_norm_epsilon", float("inf")),
+        ("layer_norm_epsilon", "1e-5"),
+        ("hidden_size", 60.7),
+        ("num_heads", 4.9),
+        ("num_heads", True),
+        ("window_size", True),
+        ("window_size", 0),
+        ("num_layers", 10**6),
+        ("vocab_size", 10**30),
+        ("eos_token_id", [50256, 13]),  # transformers stops at either; neo_numpy stops at one, so it refuses
+        ("eos_token_id", "50256"),  # (ids outside the vocabulary and null load, as in transformers)
+        ("hidden_size", float("inf")),
+        ("attention_types", [[[1, "x"], 2]]),
+        ("attention_types", [[["global"], True]]),
+        ("attention_types", [[["global"], -2], [["global"], 4]]),
+        ("activation_function", ["gelu_new"]),
+    ],
+)
+def test_config_values_are_checked_by_type(folder, entry, value):
+    path = edit_config(folder, **{entry: value})
+    with expect_error(CheckpointError, path, entry):
+        neo_numpy.load_model(folder)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"hidden_size": 1e400}', '{"hidden_size": ' + "9" * 5000 + "}", "[" * 100_000, '{"a": 1, "a": 2}'],
+    ids=["1e400", "5000-digit-int", "deep-nesting", "duplicate-key"],
+)
+def test_malformed_config_json(folder, text):
+    path = folder / "config.json"
+    path.write_text(text)
+    with expect_error(CheckpointError, path):
+        neo_numpy.load_model(folder)
+
+
+@pytest.mark.parametrize(
+    "attention_types", [[[["global", "local"], 100_000_000]], [[["global"], 10**100]]], ids=["1e8", "1e100"]
+)
+def test_huge_attention_types_are_refused_before_expanding(folder, attention_types):
+    path = edit_config(folder, attention_types=attention_types)
+    tracemalloc.start()
+    with expect_error(CheckpointError, path, "attention_types", "num_layers is 2"):
+        neo_numpy.NeoConfig.from_file(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 10_000_000, f"checking attention_types took {peak} bytes"
+
+
+def test_unreadable_folder(folder, monkeypatch):
+    """A folder the user may not list: Path.is_file() itself raises PermissionError (simulated; tests run as root)."""
+    stat = Path.stat
+
+    def refuse_inside(path, *args, **kwargs):
+        if folder in Path(path).parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", refuse_inside)
+    with expect_error(CheckpointError, folder, "Permission denied"):
+        neo_numpy.load_model(folder)
+    with expect_error(CheckpointError, folder, "Permission denied"):
+        neo_numpy.load_tokenizer(folder)
+
+
+# --------------------------------------------------------------------------------------------- hostile inputs
+
+
+def test_ragged_input_ids(small_model):
+    with expect_error(InputError, "input_ids"):
+        small_model.forward([[1, 2], [3]])

@@ -15,9 +15,13 @@ import re
 import sys
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
+from checkpoints import require
+
+require("nbformat")
+
+import nbformat  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"

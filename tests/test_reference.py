@@ -10,12 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from checkpoints import CONFIGS
+from checkpoints import CONFIGS, require
 from conftest import relative_error
 
 import neo_numpy
 from neo_numpy import reference
+
+require("torch")
+
+import torch  # noqa: E402
 
 TOLERANCE = 1e-5  # fp32 parity: max |ours - theirs| / max |theirs|
 

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from checkpoints import require
 from conftest import relative_error
 
 import neo_numpy
 from neo_numpy import hub
+
+require("torch")
+
+import torch  # noqa: E402
 
 pytestmark = pytest.mark.released
 

@@ -6,9 +6,17 @@ generate() builds it: repetition penalty, min_new_tokens, then (when sampling) t
 
 import numpy as np
 import pytest
-import torch
-from scipy.stats import chisquare
-from transformers.generation.logits_process import (
+from checkpoints import require
+
+from neo_numpy import GenerationSettings
+from neo_numpy.errors import InputError
+from neo_numpy.sampling import process_logits, sample
+
+require("torch", "transformers", "scipy")
+
+import torch  # noqa: E402
+from scipy.stats import chisquare  # noqa: E402
+from transformers.generation.logits_process import (  # noqa: E402
     LogitsProcessorList,
     MinNewTokensLengthLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
@@ -16,9 +24,6 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
-
-from neo_numpy import GenerationSettings
-from neo_numpy.sampling import process_logits, sample
 
 VOCAB = 50257
 EOS = 50256
@@ -224,3 +229,24 @@ def test_sampling_after_top_k_stays_inside_the_top_k():
     for _ in range(200):
         tokens = np.asarray(sample(filtered, (1.0 - rng.random(BATCH, dtype=np.float32)).astype(np.float32)))
         assert all(int(token) in allowed[row] for row, token in enumerate(tokens))
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        dict(temperature=10**400),  # no float holds it: OverflowError, were it converted carelessly
+        dict(top_p=10**400),
+        dict(repetition_penalty=10**400),
+        dict(temperature=1e-300),  # 0 in float32, the logits' type: a division by zero
+        dict(repetition_penalty=1e-300),
+        dict(temperature=1e39),  # infinite in float32
+        dict(temperature=float("inf")),
+        dict(top_p=float("nan")),
+    ],
+    ids=lambda setting: "-".join(f"{k}={str(v)[:6]}" for k, v in setting.items()),
+)
+def test_settings_beyond_float32_are_one_input_error(setting):
+    with pytest.raises(InputError) as error:
+        GenerationSettings(**setting)
+    message = str(error.value)
+    assert message.startswith(next(iter(setting))) and len(message) < 200, message
