@@ -15,6 +15,7 @@ from pathlib import Path
 from .config import NeoConfig
 from .errors import InputError, NeoNumpyError
 from .evaluation import add_eval_arguments, run_eval
+from .finetune import add_finetune_arguments, run_finetune
 from .generation import check_room, stream_text
 from .hub import DEFAULT_MODEL, SHORT_NAMES, is_complete_checkpoint, resolve_model_dir
 from .settings import GenerationSettings
@@ -127,6 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a model with EleutherAI's lm-evaluation-harness (pip install -r requirements-eval.txt).",
     )
     add_eval_arguments(evaluate)
+
+    tune = commands.add_parser(
+        "finetune",
+        help="fine-tune a model on a text file",
+        description="Fine-tune a GPT-Neo checkpoint on a UTF-8 text file with AdamW, in NumPy, and save the result.",
+    )
+    tune.add_argument(
+        "-m", "--model", default=DEFAULT_MODEL, help=f"the checkpoint to start from (default: {DEFAULT_MODEL})"
+    )
+    tune.add_argument("--seed", type=int, default=0, help="which training windows each step takes (default: 0)")
+    tune.add_argument("--threads", type=int, help="BLAS threads (default: all cores)")
+    add_finetune_arguments(tune)
     return parser
 
 
@@ -137,6 +150,8 @@ def main(argv=None) -> int:
             return run_download(args)
         if args.command == "eval":
             return run_eval(args)
+        if args.command == "finetune":
+            return run_finetune(args)
         return run_generate(args)
     except NeoNumpyError as error:
         report(f"error: {error}")

@@ -33,7 +33,7 @@ from .checkpoint import expected_shapes
 from .config import NeoConfig
 from .loading import load_model
 from .reference import visible_keys
-from .saving import config_dict, save_checkpoint
+from .saving import save_checkpoint
 from .training import AdamW, clip_grad_norm, learning_rate, loss_and_grads, named_parameters
 
 TINY_MODEL_DIR = Path(__file__).resolve().parent.parent / "notebooks" / "tiny_model"
