@@ -114,8 +114,8 @@ def documents(text: str) -> list:
 def token_windows(text: str, tokenizer, end_of_text: int, context: int, source: Path):
     """int [W, context]: each document's tokens followed by <|endoftext|>, all in one stream, cut into windows."""
     stream = []
-    for ids in tokenizer.encode_batch(documents(text)):
-        stream.extend(ids)
+    for document in documents(text):
+        stream.extend(tokenizer.encode(document))
         stream.append(end_of_text)
     count = len(stream) // context
     if count == 0:
@@ -201,7 +201,8 @@ def run_finetune(args) -> int:
     losses, completed, training_seconds = [], 0, 0.0
     bar = tqdm(total=args.steps, desc="finetune", unit="step", file=sys.stderr, dynamic_ncols=True)
     try:
-        with blas_threads(model.threads.prefill):
+        # overflow is checked for (a non-finite loss or norm stops training), so NumPy's warnings would only repeat it
+        with blas_threads(model.threads.prefill), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for step in range(args.steps):
                 started = time.perf_counter()
                 ids = train[rng.integers(0, len(train), size=args.batch_size)]  # [B, T] random training windows
