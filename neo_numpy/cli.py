@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import InputError, NeoNumpyError
 from .generation import stream_text
-from .hub import DEFAULT_MODEL, SHORT_NAMES, is_complete_checkpoint, resolve_model_dir
+from .hub import DEFAULT_MODEL, SHORT_NAMES, missing_from_checkpoint, resolve_model_dir
 from .loading import load_model, open_checkpoint
 from .settings import GenerationSettings
 from .threads import ThreadPlan
@@ -212,8 +212,9 @@ def main(argv=None) -> int:
 def run_download(args) -> int:
     """Fetch a checkpoint (or find it already here) and print its folder."""
     folder = resolve_model_dir(args.model)
-    if not is_complete_checkpoint(folder):
-        raise InputError(f"{folder} is not a checkpoint folder (it needs config.json and safetensors weights).")
+    missing = missing_from_checkpoint(folder)
+    if missing:
+        raise InputError(f"{folder} is not a checkpoint folder (it has no {' and no '.join(missing)}).")
     write(f"{folder}\n")
     return 0
 

@@ -41,6 +41,11 @@ def _as_rows(array, name: str) -> np.ndarray:
         rows = np.asarray(array)
     except ValueError:  # NumPy refuses ragged nested lists such as [[1, 2], [3]]
         raise InputError(f"{name} must be a rectangular [batch, sequence] array; its rows differ in length.") from None
+    except TypeError:  # a CuPy array refuses to become a NumPy array without an explicit copy
+        kind = f"{type(array).__module__.split('.')[0]}.{type(array).__name__}"
+        raise InputError(
+            f"{name} must be on the host (a list or a NumPy array), got a {kind}; copy a CuPy array with .get() first."
+        ) from None
     return rows[None, :] if rows.ndim == 1 else rows
 
 

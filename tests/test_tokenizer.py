@@ -1,5 +1,8 @@
 """The GPT-2 byte-level BPE tokenizer of a checkpoint folder, and TextStream's UTF-8-safe printing of token ids."""
 
+import json
+import tracemalloc
+
 import numpy as np
 import pytest
 from checkpoints import write_gpt2_tokenizer, write_word_tokenizer
@@ -7,7 +10,7 @@ from conftest import expect_error
 
 import neo_numpy
 from neo_numpy import CheckpointError, InputError
-from neo_numpy.tokenizer import TextStream
+from neo_numpy.tokenizer import MAX_TOKENIZER_FILE_BYTES, TextStream
 
 # every kind of character that UTF-8 spreads over several bytes, and GPT-2 BPE over several tokens
 MIXED_TEXT = "Café 😀 漢字 🇫🇷 ok, naïve façade — Ελληνικά, Привет, 日本語のテキスト 👩‍👩‍👧 done."
@@ -207,3 +210,154 @@ def test_prompt_that_is_not_utf8_text(small_model, text):
         small_model.tokenizer.encode(text)
     with expect_error(InputError, "prompt"):
         list(small_model.stream(text, max_new_tokens=2))
+
+
+# --------------------------------------------------------------------------- the files, as AutoTokenizer reads them
+
+COMPARED_TEXTS = ["Hello world, how are you", " leading space", "a<|endoftext|>b", "x <unk> <x> <|pad|> !", "é漢 ok"]
+CONFIG = {"model_type": "gpt_neo", "vocab_size": 50300}  # room for a few added tokens
+
+
+def edited_json(folder, name, edit):
+    path = folder / name
+    raw = json.loads(path.read_text()) if path.exists() else {}
+    edit(raw)
+    path.write_text(json.dumps(raw))
+
+
+TOKENIZER_FOLDERS = {  # name -> (file, edit) applied to a folder holding the GPT-2 tokenizer.json
+    "truncation": ("tokenizer.json", lambda raw: raw.update(truncation=TRUNCATION)),
+    "padding": ("tokenizer.json", lambda raw: raw.update(padding=PADDING)),
+    "prefix_space_in_tokenizer_json": (
+        "tokenizer.json",
+        lambda raw: raw["pre_tokenizer"].update(add_prefix_space=True),
+    ),
+    "lowercase_normalizer": ("tokenizer.json", lambda raw: raw.update(normalizer={"type": "Lowercase"})),
+    "bpe_dropout": ("tokenizer.json", lambda raw: raw["model"].update(dropout=0.9)),
+    "added_token": ("tokenizer.json", lambda raw: raw["added_tokens"].append(added_token(50257, "<|pad|>"))),
+    "add_prefix_space": ("tokenizer_config.json", lambda raw: raw.update(add_prefix_space=True)),
+    "eos_token": ("tokenizer_config.json", lambda raw: raw.update(eos_token="!")),
+    "eos_token_object": ("tokenizer_config.json", lambda raw: raw.update(eos_token=EOS_OBJECT)),
+    "eos_token_in_special_tokens_map": ("special_tokens_map.json", lambda raw: raw.update(eos_token='"')),
+    "new_unk_token": ("tokenizer_config.json", lambda raw: raw.update(unk_token="<unk>")),
+    "added_tokens_decoder": ("tokenizer_config.json", lambda raw: raw.update(added_tokens_decoder={"50257": X_TOKEN})),
+    "no_eos_token": ("tokenizer_config.json", lambda raw: raw.update(eos_token=None)),
+    "gpt2_class": ("tokenizer_config.json", lambda raw: raw.update(tokenizer_class="GPT2TokenizerFast")),
+}
+PREFIX_SPACE = {"add_prefix_space": True}
+EOS_OBJECT = {"__type": "AddedToken", "content": "!", "special": True}
+TRUNCATION = {"direction": "Right", "max_length": 2, "strategy": "LongestFirst", "stride": 0}
+PADDING = {
+    "strategy": {"Fixed": 12},
+    "direction": "Right",
+    "pad_to_multiple_of": None,
+    "pad_id": 50256,
+    "pad_type_id": 0,
+    "pad_token": "<|endoftext|>",
+}
+X_TOKEN = {
+    "content": "<x>",
+    "lstrip": False,
+    "normalized": False,
+    "rstrip": False,
+    "single_word": False,
+    "special": True,
+}
+
+
+def added_token(token_id, content):
+    return {"id": token_id, "content": content, **{key: value for key, value in X_TOKEN.items() if key != "content"}}
+
+
+def tokenizer_folder(root, name):
+    folder = root / name
+    folder.mkdir()
+    write_gpt2_tokenizer(folder)
+    (folder / "config.json").write_text(json.dumps(CONFIG))
+    if name in TOKENIZER_FOLDERS:
+        edited_json(folder, *TOKENIZER_FOLDERS[name])
+    return folder
+
+
+def assert_same_as_auto_tokenizer(folder):
+    from transformers import AutoTokenizer
+
+    ours, theirs = neo_numpy.load_tokenizer(folder), AutoTokenizer.from_pretrained(folder)
+    for text in COMPARED_TEXTS:
+        assert ours.encode(text) == theirs(text, add_special_tokens=False)["input_ids"], text
+        assert ours.decode(ours.encode(text)) == theirs.decode(theirs(text, add_special_tokens=False)["input_ids"])
+    assert ours.eos_token_id == theirs.eos_token_id
+    assert ours.vocab_size == len(theirs)
+
+
+@pytest.mark.parametrize("name", ["plain", *TOKENIZER_FOLDERS])
+def test_tokenizer_files_read_as_auto_tokenizer_reads_them(name, tmp_path):
+    assert_same_as_auto_tokenizer(tokenizer_folder(tmp_path, name))
+
+
+def test_truncation_and_padding_blocks_change_nothing(tmp_path):
+    """The worst case of a tokenizer.json: a saved truncation to 2 tokens, or padding to 12, is never applied."""
+    plain = neo_numpy.load_tokenizer(tokenizer_folder(tmp_path, "plain"))
+    for name in ("truncation", "padding"):
+        tokenizer = neo_numpy.load_tokenizer(tokenizer_folder(tmp_path, name))
+        assert tokenizer.encode("Hello world, how are you") == plain.encode("Hello world, how are you")
+        assert tokenizer.encode("Hi") == [17250]
+
+
+def test_vocab_and_merges_with_tokenizer_config(tmp_path):
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    write_gpt2_tokenizer(folder, fast=False)
+    (folder / "config.json").write_text(json.dumps(CONFIG))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"add_prefix_space": True, "eos_token": "!"}))
+    assert_same_as_auto_tokenizer(folder)
+
+
+@pytest.mark.parametrize(
+    "settings, needle",
+    [
+        ({"tokenizer_class": "BertTokenizer"}, "BertTokenizer"),
+        ({"add_prefix_space": "yes"}, "add_prefix_space"),
+        ({"eos_token": 5}, "eos_token"),
+        ({"additional_special_tokens": "<x>"}, "additional_special_tokens"),
+    ],
+)
+def test_tokenizer_config_that_autotokenizer_would_not_read_as_gpt2(settings, needle, tmp_path):
+    folder = tokenizer_folder(tmp_path, "plain")
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    with pytest.raises(CheckpointError) as error:
+        neo_numpy.load_tokenizer(folder)
+    assert needle in str(error.value) and "tokenizer_config.json" in str(error.value)
+
+
+def test_an_added_token_beyond_the_model_is_refused(tmp_path):
+    """A new eos_token gets the id after the vocabulary (50257): GPT-Neo's 50257 embeddings have no row for it."""
+    folder = tokenizer_folder(tmp_path, "plain")
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt_neo"}))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|end|>"}))
+    with pytest.raises(CheckpointError, match="up to 50257"):
+        neo_numpy.load_tokenizer(folder)
+
+
+def test_oversized_tokenizer_json_is_refused_before_it_is_read(tmp_path):
+    folder = tokenizer_folder(tmp_path, "plain")
+    with open(folder / "tokenizer.json", "r+b") as file:
+        file.truncate(MAX_TOKENIZER_FILE_BYTES + 1)  # sparse: nothing is written, nothing must be read
+    tracemalloc.start()
+    with pytest.raises(CheckpointError, match="larger than 50 MB"):
+        neo_numpy.load_tokenizer(folder)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 5_000_000, f"refusing took {peak} bytes"
+
+
+@pytest.mark.parametrize("ids", [5, None, "5", 2.0, np.array([[1, 2]])])
+def test_decode_needs_a_sequence_of_ids(tokenizer, ids):
+    with pytest.raises(neo_numpy.InputError, match="sequence of token ids"):
+        tokenizer.decode(ids)
+
+
+def test_decode_takes_lists_tuples_arrays_and_iterators(tokenizer):
+    for ids in ([15496, 995], (15496, 995), np.array([15496, 995]), iter([15496, 995])):
+        assert tokenizer.decode(ids) == "Hello world"
+    assert tokenizer.decode([]) == ""

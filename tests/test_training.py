@@ -10,16 +10,19 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from checkpoints import build_config, save_checkpoint
+from checkpoints import build_config, require, save_checkpoint
 from conftest import relative_error
-from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 import neo_numpy
 from neo_numpy.checkpoint import load_weights
 from neo_numpy.errors import InputError
 from neo_numpy.reference import forward
 from neo_numpy.training import AdamW, clip_grad_norm, learning_rate, loss_and_grads, named_parameters
+
+require("torch", "transformers")
+
+import torch  # noqa: E402
+from transformers import GPTNeoConfig, GPTNeoForCausalLM  # noqa: E402
 
 TOLERANCE = 1e-4  # fp32 gradient parity: max |ours - torch| / max |torch|, for every tensor
 

@@ -13,14 +13,18 @@ import logging
 
 import numpy as np
 import pytest
-import torch
+from checkpoints import require
 from conftest import relative_error
-from safetensors.torch import load_file, save_file
-from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 import neo_numpy
 from neo_numpy import CheckpointError
 from neo_numpy.config import NeoConfig, expand_attention_types
+
+require("torch", "transformers", "safetensors")
+
+import torch  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+from transformers import GPTNeoConfig, GPTNeoForCausalLM  # noqa: E402
 
 TOLERANCE = 1e-5
 TESTER = dict(  # GPTNeoModelTester.get_config()

@@ -1,0 +1,131 @@
+"""Write a GPT-Neo checkpoint folder that both neo_numpy and transformers load: config.json, model.safetensors and the
+tokenizer files.
+
+model.safetensors is written here, without the safetensors library (neo_numpy's only runtime dependencies are NumPy,
+tokenizers and huggingface_hub). The format: 8 bytes (little-endian uint64) giving the header's length, the header
+(JSON: name -> dtype, shape and [start, end) byte offsets into the data, padded with spaces to a multiple of 8),
+then every tensor's bytes, C order, little-endian.
+
+Every file is written under a temporary name in the same folder and renamed when complete, so a crash, a full disk
+or Ctrl-C never leaves half a file where a checkpoint should be.
+"""
+
+import json
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .errors import NeoNumpyError
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+SAFETENSORS_DTYPES = {np.dtype("float32"): "F32", np.dtype("float16"): "F16", np.dtype("float64"): "F64"}
+
+
+def write_safetensors(path: Path, tensors: dict) -> None:
+    """Write {name: array} to `path` as safetensors (through a temporary file renamed at the end)."""
+    header, offset = {}, 0
+    for name, array in tensors.items():
+        dtype = np.dtype(array.dtype)
+        if dtype not in SAFETENSORS_DTYPES:
+            raise NeoNumpyError(f"tensor {name} has dtype {dtype}, which this safetensors writer does not store.")
+        header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(array.shape), "data_offsets": [offset, 0]}
+        offset += array.nbytes
+        header[name]["data_offsets"][1] = offset
+    header["__metadata__"] = {"format": "pt"}  # what transformers' save_pretrained writes; from_pretrained checks it
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
+    with _replaced_atomically(path) as file:
+        file.write(struct.pack("<Q", len(encoded)))
+        file.write(encoded)
+        for array in tensors.values():
+            file.write(memoryview(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))).cast("B"))
+
+
+def config_dict(config, tied: bool, initializer_range: float = 0.02) -> dict:
+    """config.json for `config` (a NeoConfig), in transformers' GPTNeoConfig form."""
+    return {
+        "architectures": ["GPTNeoForCausalLM"],
+        "model_type": "gpt_neo",
+        "vocab_size": config.vocab_size,
+        "max_position_embeddings": config.max_position_embeddings,
+        "hidden_size": config.hidden_size,
+        "num_layers": config.num_layers,
+        "num_heads": config.num_heads,
+        "intermediate_size": config.intermediate_size,
+        "window_size": config.window_size,
+        "attention_types": attention_types(config.attention_layers),
+        "activation_function": config.activation_function,
+        "layer_norm_epsilon": config.layer_norm_epsilon,
+        "embed_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "resid_dropout": 0.0,
+        "initializer_range": initializer_range,
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "tie_word_embeddings": tied,
+        "use_cache": True,
+        "torch_dtype": "float32",
+    }
+
+
+def attention_types(layers) -> list:
+    """("global", "local", "global", "local") -> [[["global", "local"], 2]]: the shortest repeating pattern."""
+    count = len(layers)
+    for period in range(1, count + 1):
+        if count % period == 0 and tuple(layers) == tuple(layers[:period]) * (count // period):
+            return [[list(layers[:period]), count // period]]
+    raise AssertionError("unreachable: the whole sequence is always a period")
+
+
+def save_checkpoint(folder, tensors: dict, config, tokenizer_folder=None, initializer_range: float = 0.02) -> Path:
+    """Write config.json, model.safetensors ({name: array}, names as transformers' state_dict) and, when
+    `tokenizer_folder` is given, copies of its tokenizer files into `folder` (created if needed)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tied = "lm_head.weight" not in tensors
+    text = json.dumps(config_dict(config, tied, initializer_range), indent=2) + "\n"
+    with _replaced_atomically(folder / "config.json") as file:
+        file.write(text.encode("utf-8"))
+    write_safetensors(folder / "model.safetensors", tensors)
+    for name in TOKENIZER_FILES if tokenizer_folder is not None else ():
+        source = Path(tokenizer_folder) / name
+        if source.is_file():
+            with _replaced_atomically(folder / name) as file, open(source, "rb") as original:
+                shutil.copyfileobj(original, file)
+    return folder
+
+
+class _replaced_atomically:
+    """`with _replaced_atomically(path) as file:` writes to path's temporary twin, flushed to disk, then renames it
+    over `path`; on any error (Ctrl-C included) the temporary file is removed and `path` is left as it was."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.temporary = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+
+    def __enter__(self):
+        try:
+            self.file = open(self.temporary, "wb")
+        except OSError as error:
+            raise NeoNumpyError(f"could not write {self.path} ({error.strerror or error}).") from None
+        return self.file
+
+    def __exit__(self, kind, value, traceback):
+        try:
+            if kind is None:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+            self.file.close()
+            if kind is None:
+                os.replace(self.temporary, self.path)
+        except OSError as error:
+            self.temporary.unlink(missing_ok=True)
+            raise NeoNumpyError(f"could not write {self.path} ({error.strerror or error}).") from None
+        if kind is not None:
+            self.temporary.unlink(missing_ok=True)
+            if issubclass(kind, OSError):
+                raise NeoNumpyError(f"could not write {self.path} ({value.strerror or value}).") from None
+        return False
