@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import InputError, NeoNumpyError
-from .generation import check_room, stream_text
+from .generation import stream_text
 from .hub import DEFAULT_MODEL, SHORT_NAMES, missing_from_checkpoint, resolve_model_dir
 from .loading import load_model, open_checkpoint
 from .settings import GenerationSettings
@@ -313,7 +313,7 @@ def run_generate(args) -> int:
     settings = replace(settings, eos_token_id=None if args.ignore_eos else checkpoint.config.eos_token_id)
     tokenizer = checkpoint.tokenizer
     prompt_ids = tokenizer.encode(read_prompt(source, args, context))
-    check_room(len(prompt_ids), settings.max_new_tokens, context)  # before the weights are read
+    settings.check_room(len(prompt_ids), context)  # before the weights are read
     model = load_model(checkpoint, backend=args.backend, dtype=args.dtype, threads=threads)
     load_seconds = time.perf_counter() - started
 
