@@ -14,7 +14,14 @@ class ModelNotFoundError(CheckpointError):
 
 
 class InputError(NeoNumpyError, ValueError):
-    """Token ids, a prompt or a generation setting is outside what the model can take."""
+    """Token ids, a prompt or a generation setting is outside what the model can take.
+
+    `parameter` names the argument at fault, when there is one, so that the command line can name its flag instead.
+    """
+
+    def __init__(self, message: str, parameter: str = None):
+        super().__init__(message)
+        self.parameter = parameter
 
 
 class BackendError(NeoNumpyError):

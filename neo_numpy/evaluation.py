@@ -9,16 +9,19 @@ neo_numpy.lm_eval_model.NeoNumpyLM, loaded on first use, as lm-eval loads its ow
     import lm_eval, neo_numpy.evaluation
     lm_eval.simple_evaluate(model="neo_numpy", model_args="pretrained=125M", tasks=["lambada_openai"])
 
-lm-eval is optional: without it this module still imports (the command line builds its parser from it) and the
-`eval` command says how to install it. Nothing here imports lm-eval's evaluator until a command runs.
+lm-eval is optional: without it this module still imports and the `eval` command says how to install it. Nothing
+here imports lm-eval's evaluator until a command runs. The command line imports this module only for `eval`.
 """
 
 import json
+import math
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from .errors import InputError, NeoNumpyError
-from .hub import DEFAULT_MODEL
+from .paths import kind_of, shown
 
 MODEL_NAME = "neo_numpy"  # the name lm-eval knows the model by
 MODEL_CLASS = "neo_numpy.lm_eval_model:NeoNumpyLM"
@@ -35,33 +38,6 @@ def register_with_lm_eval() -> bool:
     if MODEL_NAME not in model_registry:
         model_registry.register(MODEL_NAME, target=MODEL_CLASS)
     return True
-
-
-def add_eval_arguments(parser) -> None:
-    """The `eval` subcommand's arguments, added to an argparse parser."""
-    parser.add_argument(
-        "-m",
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"125M, 1.3B, 2.7B, a hub id or a folder (default: {DEFAULT_MODEL})",
-    )
-    parser.add_argument(
-        "-t", "--tasks", required=True, help="comma-separated lm-eval task names, e.g. lambada_openai,wikitext"
-    )
-    parser.add_argument("--include-path", type=Path, help="a folder of task YAMLs of your own (e.g. on local files)")
-    parser.add_argument(
-        "--num-fewshot", type=int, help="examples before each question (default: the task's own, usually 0)"
-    )
-    parser.add_argument("--limit", type=float, help="at most this many documents per task (a fraction if < 1)")
-    parser.add_argument("-b", "--batch-size", type=int, default=1, help="requests per forward pass (default: 1)")
-    parser.add_argument("-o", "--output", type=Path, help="also write the results (without samples) to this JSON file")
-    parser.add_argument(
-        "--backend", choices=("numpy", "cupy"), default="numpy", help="numpy (CPU, default) or cupy (NVIDIA GPU)"
-    )
-    parser.add_argument(
-        "--dtype", choices=("float32", "float16"), default="float32", help="weight storage (default: float32)"
-    )
-    parser.add_argument("--threads", type=int, help="BLAS threads (default: all cores)")
 
 
 def run_eval(args) -> int:
@@ -91,28 +67,46 @@ def run_eval(args) -> int:
             limit=limit,
             log_samples=False,
         )
-    except (ConnectionError, FileNotFoundError) as error:  # what `datasets` raises for data it cannot fetch or find
-        raise InputError(data_error_message(error, tasks)) from None
-    print(results_table(results))
-    if args.output is not None:
+    except NeoNumpyError:
+        raise
+    except Exception as error:  # lm-eval and `datasets` on task data they cannot use: one sentence each
+        message = task_failure_message(error, tasks, args.num_fewshot)
+        if message is None:
+            raise
+        raise InputError(message) from None
+    if args.output is not None:  # first, so that the results are kept whatever happens to stdout
         write_results(results, args.output)
+    print(results_table(results))
     return 0
 
 
 def check_eval_arguments(args) -> None:
-    for flag, value in (("--batch-size", args.batch_size), ("--threads", args.threads)):
-        if value is not None and value < 1:
-            raise InputError(f"{flag} must be at least 1, got {value}.")
+    """The eval command's own flags, before lm-eval loads (the model's arguments are NeoNumpyLM's to check)."""
     if args.num_fewshot is not None and args.num_fewshot < 0:
         raise InputError(f"--num-fewshot must be 0 or more, got {args.num_fewshot}.")
-    if args.limit is not None and args.limit <= 0:
-        raise InputError(f"--limit must be positive, got {args.limit:g}.")
-    if args.include_path is not None and not args.include_path.is_dir():
-        raise InputError(f"--include-path {args.include_path} is not a folder.")
-    if args.output is not None and not args.output.absolute().parent.is_dir():  # found out now, not after hours
-        raise InputError(f"--output must be in an existing folder, got {args.output}.")
-    if args.output is not None and args.output.is_dir():
-        raise InputError(f"--output must name a file, but {args.output} is a folder.")
+    if args.limit is not None and not 0 < args.limit < math.inf:
+        raise InputError(
+            f"--limit must be a positive number (of documents, or a fraction below 1), got {args.limit:g}."
+        )
+    if args.include_path is not None and kind_of(args.include_path) != "folder":
+        raise InputError(f"--include-path {shown(args.include_path)} is not a folder.")
+    if args.output is not None:
+        check_writable(args.output)
+
+
+def check_writable(path: Path) -> None:
+    """Refuse an --output that could not be written, now rather than after hours of evaluation: the name must not
+    be a folder, and its folder must exist and take a new file (tried with a temporary one)."""
+    kind = kind_of(path)
+    if kind not in ("missing", "file"):
+        raise InputError(f"--output must name a file, but {shown(path)} is a {kind}.")
+    if kind_of(path.absolute().parent) != "folder":
+        raise InputError(f"--output must be in an existing folder, got {shown(path)}.")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.absolute().parent, prefix=f".{path.name}.", suffix=".tmp"):
+            pass
+    except OSError as error:
+        raise InputError(f"--output {shown(path)} cannot be written ({error.strerror or error}).") from None
 
 
 def load_harness(include_path):
@@ -130,6 +124,24 @@ def missing_harness_message(error: ImportError) -> str:
     if (error.name or "").split(".")[0] == "lm_eval":
         return f"the eval command needs EleutherAI's lm-evaluation-harness, which is not installed: {INSTALL_HINT}."
     return f"lm-eval could not be imported ({error}): {INSTALL_HINT}."
+
+
+def task_failure_message(error: Exception, tasks, num_fewshot):
+    """One sentence for what lm-eval or `datasets` raises on a task that cannot run; None for anything else."""
+    from datasets.exceptions import DatasetGenerationError
+    from jinja2.exceptions import UndefinedError
+
+    names = ", ".join(tasks)
+    if isinstance(error, (ConnectionError, FileNotFoundError)):  # data it cannot fetch or find
+        return data_error_message(error, tasks)
+    if isinstance(error, DatasetGenerationError):  # a data file it cannot parse, such as malformed JSON Lines
+        return f"the data of {names} could not be read ({first_line(error.__cause__ or error)})."
+    if isinstance(error, UndefinedError):  # a doc_to_text / doc_to_target template
+        return f"a template of {names} names a field that its documents do not have ({first_line(error)})."
+    if isinstance(error, ValueError) and "larger than population" in str(error):  # random.sample, for few-shot
+        asked = f"--num-fewshot {num_fewshot}" if num_fewshot is not None else "the task's num_fewshot"
+        return f"{asked} asks for more examples than {names} has documents to draw them from."
+    return None
 
 
 def data_error_message(error: Exception, tasks) -> str:
@@ -157,15 +169,38 @@ def results_table(results) -> str:
 
 
 def write_results(results, path: Path) -> None:
+    """The results without the per-document samples, as JSON."""
     from lm_eval.utils import handle_non_serializable
 
     kept = {key: value for key, value in results.items() if key != "samples"}
     try:
-        path.write_text(json.dumps(kept, indent=2, default=handle_non_serializable) + "\n", encoding="utf-8")
+        write_whole(path, json.dumps(kept, indent=2, default=handle_non_serializable) + "\n")
     except OSError as error:
-        raise InputError(f"could not write {path} ({error.strerror or error}).") from None
+        raise InputError(f"could not write {shown(path)} ({error.strerror or error}).") from None
     if sys.stderr is not None:
         print(f"results written to {path}", file=sys.stderr)
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write `text` to a temporary file in the same folder, then rename it to `path`: a file already there is
+    replaced whole or not at all."""
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=path.absolute().parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    ) as temporary:
+        try:
+            temporary.write(text)
+            temporary.close()
+            os.chmod(temporary.name, 0o666 & ~current_umask())  # as open() would create it, not tempfile's 0o600
+            os.replace(temporary.name, path)
+        except BaseException:
+            os.unlink(temporary.name)
+            raise
+
+
+def current_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it back at once
+    os.umask(mask)
+    return mask
 
 
 register_with_lm_eval()

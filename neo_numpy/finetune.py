@@ -28,40 +28,16 @@ import numpy as np
 from .errors import InputError, NeoNumpyError
 from .loading import load_model, open_checkpoint
 from .saving import save_checkpoint
-from .threads import available_cores, blas_threads
+from .threads import ThreadPlan, blas_threads
 from .training import AdamW, clip_grad_norm, learning_rate, loss_and_grads, named_parameters
 
 INTERRUPTED = 130
 CLIP_NORM = 1.0  # as nanoGPT
 
 
-def add_finetune_arguments(parser) -> None:
-    """The finetune subcommand's own options (the model, seed and threads options are the CLI's shared ones)."""
-    parser.add_argument("--data", type=Path, required=True, help="the training text: a UTF-8 file")
-    parser.add_argument("--out", type=Path, required=True, help="the folder to write the fine-tuned checkpoint into")
-    parser.add_argument("--steps", type=int, default=100, help="optimizer steps (default: 100)")
-    parser.add_argument("--batch-size", type=int, default=4, help="windows per step (default: 4)")
-    parser.add_argument("--context", type=int, default=128, help="tokens per window (default: 128)")
-    parser.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default: 5e-5)")
-    parser.add_argument("--warmup", type=int, help="linear warm-up steps (default: a tenth of --steps)")
-    parser.add_argument(
-        "--weight-decay", type=float, default=0.01, help="AdamW weight decay of matrices and embeddings (default: 0.01)"
-    )
-    parser.add_argument(
-        "--eval-every", type=int, default=0, help="validation loss every N steps (default: 0, at the start and end)"
-    )
-    parser.add_argument(
-        "--val-fraction", type=float, default=0.1, help="share of the windows held out for validation (default: 0.1)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="write into --out even if it is not empty")
-
-
 def check_settings(args) -> None:
     """Every number on the command line, before anything is read or created."""
-    if args.threads is not None and not 1 <= args.threads <= available_cores():
-        raise InputError(
-            f"--threads must be at least 1 and at most {available_cores()} (the cores), got {args.threads}."
-        )
+    ThreadPlan.choose(args.threads)  # the one check of a threads value (its error names the flag in the CLI)
     if args.steps < 1:
         raise InputError(f"--steps must be at least 1, got {args.steps}.")
     if args.batch_size < 1:
@@ -191,7 +167,7 @@ def run_finetune(args) -> int:
     warmup = args.steps // 10 if args.warmup is None else args.warmup
     params = named_parameters(model.weights)
     optimizer = AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(args.seed)  # --seed None: fresh entropy, as for sampling
     tokens_per_step = args.batch_size * args.context
 
     def validate():

@@ -26,7 +26,7 @@ def generate_tokens(model, input_ids, attention_mask, settings: GenerationSettin
     ids, mask = check_token_ids(input_ids, attention_mask, model.config)
     check_left_padded(mask)
     batch, prompt_length = ids.shape
-    check_room(prompt_length, settings.max_new_tokens, model.config.max_position_embeddings)
+    settings.check_room(prompt_length, model.config.max_position_embeddings)
     eos = settings.eos_token_id
     xp, rng = model.backend.xp, np.random.default_rng(settings.seed)
 
@@ -56,7 +56,7 @@ def generate_tokens(model, input_ids, attention_mask, settings: GenerationSettin
         seen_tokens[rows, tokens] = True
         host_tokens = model.backend.to_host(tokens).astype(np.int64)  # the only device -> host copy per step
         if (host_tokens == NO_TOKEN).any():
-            raise InputError(_not_finite_scores(model.backend.to_host(logits), settings))
+            raise _not_finite_scores(model.backend.to_host(logits), settings)
         yield host_tokens
         if eos is not None:
             finished_on_host |= host_tokens == eos
@@ -66,25 +66,14 @@ def generate_tokens(model, input_ids, attention_mask, settings: GenerationSettin
         next_position = next_position + 1
 
 
-def check_room(prompt_length: int, max_new_tokens: int, context: int) -> None:
-    """The prompt and every new token but the last must fit the context: the last token is only chosen, never fed
-    back, so prompt + new tokens may be context + 1, as transformers computes it."""
-    room = context + 1 - prompt_length  # new tokens that fit
-    if max_new_tokens > room:
-        raise InputError(
-            f"the prompt has {prompt_length} token(s) and max_new_tokens asks for {max_new_tokens} more, beyond the "
-            f"model's {context}-position context "
-            + (f"(at most {room} new tokens fit)." if room > 0 else "(the prompt alone is longer).")
-        )
-
-
-def _not_finite_scores(logits: np.ndarray, settings: GenerationSettings) -> str:
+def _not_finite_scores(logits: np.ndarray, settings: GenerationSettings) -> InputError:
     """Why a step's scores hold NaN or +inf: the model's own logits, or settings that overflow float32."""
     if not np.isfinite(logits.max(axis=-1)).all():
-        return "the model's logits are NaN or infinite, so no next token can be chosen."
-    return (
+        return InputError("the model's logits are NaN or infinite, so no next token can be chosen.")
+    return InputError(
         f"temperature {settings.temperature} and repetition_penalty {settings.repetition_penalty} push the logits "
-        "beyond float32's range, so the next-token distribution is not finite; use values closer to 1."
+        "beyond float32's range, so the next-token distribution is not finite; use values closer to 1.",
+        parameter="temperature",
     )
 
 

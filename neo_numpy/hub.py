@@ -8,6 +8,7 @@ weights/gpt-neo-125m for the released 125M, weights/<owner>/<name> for any other
 import os
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from huggingface_hub.errors import (
@@ -21,6 +22,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from .checkpoint import read_shard_index
 from .errors import CheckpointError, ModelNotFoundError
+from .paths import kind_of, shown
 
 SHORT_NAMES = {
     "125m": "EleutherAI/gpt-neo-125m",
@@ -41,6 +43,7 @@ FILES_NEEDED = [
     "tokenizer_config.json",
     "special_tokens_map.json",
 ]
+CHECKPOINT_PARTS = ("config.json", "safetensors weights", "tokenizer files")  # what neo_numpy reads of a folder
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -59,22 +62,24 @@ def resolve_model_dir(name_or_path) -> Path:
     if not name.strip():
         raise ModelNotFoundError("the model name is empty: pass 125M, 1.3B, 2.7B, a hub id or a checkpoint folder.")
     local = Path(name).expanduser()
-    if local.exists():
-        if not local.is_dir():
-            raise ModelNotFoundError(
-                f"{local} is a file; pass the checkpoint folder that contains config.json instead."
-            )
+    kind = kind_of(local)
+    if kind == "folder":
         return local
+    if kind != "missing":
+        raise ModelNotFoundError(
+            f"{shown(local)} is a {kind}; pass the checkpoint folder that contains config.json instead."
+        )
     repo_id = SHORT_NAMES.get(name.lower(), name)
     if not is_repo_id(repo_id) or name.startswith((".", "/", "~")):
         raise ModelNotFoundError(
-            f"{local} does not exist: pass an existing checkpoint folder, a hub id like EleutherAI/gpt-neo-125m, "
-            "or one of 125M, 1.3B, 2.7B."
+            f"{shown(local)} does not exist: pass an existing checkpoint folder, a hub id like "
+            "EleutherAI/gpt-neo-125m, or one of 125M, 1.3B, 2.7B."
         )
     return _from_hub(repo_id)
 
 
 def _from_hub(repo_id: str) -> Path:
+    """Download what neo_numpy reads of `repo_id` into its folder, after checking that the repository has it all."""
     import huggingface_hub
 
     target = download_folder(repo_id)
@@ -82,22 +87,41 @@ def _from_hub(repo_id: str) -> Path:
     if local is not None:
         return local
     if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise ModelNotFoundError(_offline_failure(repo_id, target))
+    with hub_quiet():
+        try:
+            repo_files = set(huggingface_hub.list_repo_files(repo_id))
+        except (HTTPError, OSError) as error:  # HTTPError: the Hub client's transport errors
+            raise ModelNotFoundError(_download_failure(repo_id, error)) from None
+        lacking = missing_parts(lambda name: name in repo_files)
+        if lacking:
+            raise ModelNotFoundError(_repo_lacks(repo_id, lacking))
+        if sys.stderr is not None:  # progress goes to stderr, never into the generated text on stdout
+            print(f"Downloading {repo_id} into {target} ...", flush=True, file=sys.stderr)
+        try:
+            huggingface_hub.snapshot_download(repo_id, allow_patterns=FILES_NEEDED, local_dir=target)
+        except (HTTPError, OSError) as error:
+            raise ModelNotFoundError(_download_failure(repo_id, error)) from None
+    missing = missing_from_checkpoint(target)
+    if missing:
         raise ModelNotFoundError(
-            f"{repo_id} is not in {target} or the Hugging Face cache, and HF_HUB_OFFLINE is set; "
-            "download it on a connected machine or pass a local checkpoint folder instead."
-        )
-    if sys.stderr is not None:  # progress goes to stderr, never into the generated text on stdout
-        print(f"Downloading {repo_id} into {target} ...", flush=True, file=sys.stderr)
-    try:
-        huggingface_hub.snapshot_download(repo_id, allow_patterns=FILES_NEEDED, local_dir=target)
-    except (HTTPError, OSError) as error:  # HTTPError: the Hub client's transport errors
-        raise ModelNotFoundError(_download_failure(repo_id, error)) from None
-    if not is_complete_checkpoint(target):
-        raise ModelNotFoundError(
-            f"{repo_id} on the Hugging Face Hub has no config.json with safetensors weights (neo_numpy does not load "
-            "pickle files); convert it with transformers' save_pretrained and pass that folder instead."
+            f"the download of {repo_id} into {target} did not finish ({' and '.join(missing)} still missing); "
+            "run it again."
         )
     return target
+
+
+@contextmanager
+def hub_quiet():
+    """Silence huggingface_hub's own log lines (its progress bars stay): neo_numpy reports failures itself."""
+    from huggingface_hub.utils import logging as hub_logging
+
+    verbosity = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hub_logging.set_verbosity(verbosity)
 
 
 def is_repo_id(name: str) -> bool:
@@ -128,26 +152,66 @@ def find_local_copy(repo_id: str):
     if is_complete_checkpoint(download_folder(repo_id)):
         return download_folder(repo_id)
     try:
-        cached = Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=FILES_NEEDED, local_files_only=True))
-    except LocalEntryNotFoundError:  # not in the cache
+        with hub_quiet():
+            cached = huggingface_hub.snapshot_download(repo_id, allow_patterns=FILES_NEEDED, local_files_only=True)
+    except LocalEntryNotFoundError:  # not in the cache, or only part of it
         return None
-    return cached if is_complete_checkpoint(cached) else None
+    return Path(cached) if is_complete_checkpoint(Path(cached)) else None
 
 
 def is_complete_checkpoint(folder: Path) -> bool:
-    """True when `folder` has a config.json and its safetensors weights, single or with every shard of the index."""
-    if not (folder / "config.json").is_file():
-        return False
-    if (folder / "model.safetensors").is_file():
-        return True
+    """True when `folder` has everything neo_numpy reads: config.json, safetensors weights (single, or every shard
+    of the index) and a tokenizer."""
+    return not missing_from_checkpoint(folder)
+
+
+def missing_from_checkpoint(folder: Path) -> list:
+    """What `folder` lacks of a checkpoint, in words ([] when nothing): see missing_parts, plus unlisted shards."""
+    missing = missing_parts(lambda name: kind_of(folder / name) == "file")
     index = folder / "model.safetensors.index.json"
-    if not index.is_file():
-        return False
+    if not missing and kind_of(folder / "model.safetensors") != "file" and not _has_every_shard(index):
+        missing.append("shards listed in model.safetensors.index.json")
+    return missing
+
+
+def missing_parts(present) -> list:
+    """The parts of a checkpoint (CHECKPOINT_PARTS) that `present` (file name -> bool) does not find."""
+    found = (
+        present("config.json"),
+        present("model.safetensors") or present("model.safetensors.index.json"),
+        present("tokenizer.json") or (present("vocab.json") and present("merges.txt")),
+    )
+    return [part for part, here in zip(CHECKPOINT_PARTS, found) if not here]
+
+
+def _has_every_shard(index: Path) -> bool:
     try:
         shards = set(read_shard_index(index).values())
     except CheckpointError:
         return False
-    return bool(shards) and all((folder / shard).is_file() for shard in shards)
+    return bool(shards) and all(kind_of(index.parent / shard) == "file" for shard in shards)
+
+
+def _repo_lacks(repo_id: str, lacking: list) -> str:
+    advice = (
+        "neo_numpy does not load pickle weights: convert them with transformers' save_pretrained and pass that folder"
+        if "safetensors weights" in lacking
+        else "pass a local checkpoint folder"
+    )
+    return f"{repo_id} on the Hugging Face Hub has no {' and no '.join(lacking)}; {advice} instead."
+
+
+def _offline_failure(repo_id: str, target: Path) -> str:
+    missing = missing_from_checkpoint(target) if kind_of(target) == "folder" else []
+    if missing and len(missing) < len(CHECKPOINT_PARTS):  # some of it is there
+        return (
+            f"{target} holds an unfinished download of {repo_id} (no {' and no '.join(missing)}), and HF_HUB_OFFLINE "
+            "is set; finish it on a connected machine or pass a complete local checkpoint folder instead."
+        )
+    return (
+        f"{repo_id} is not in {target} or the Hugging Face cache, and HF_HUB_OFFLINE is set; "
+        "download it on a connected machine or pass a local checkpoint folder instead."
+    )
 
 
 def _download_failure(repo_id: str, error: Exception) -> str:

@@ -28,9 +28,12 @@ from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from .errors import InputError
-from .loading import load_model
-from .tokenizer import left_padded
+from . import generation
+from .errors import CheckpointError, InputError
+from .loading import load_model, open_checkpoint
+from .settings import GenerationSettings
+from .tokenizer import END_OF_TEXT, left_padded
+from .values import is_int
 
 MAX_GEN_TOKS = 256  # lm-eval's default for generate_until, as HFLM
 ROWS_PER_BLOCK = 8  # log_sum_exp works on 8 x 50257 float32 (1.6 MB) at a time
@@ -68,14 +71,15 @@ class NeoNumpyLM(TemplateLM):
                 f"device {device!r} does not fit backend {backend!r}: neo_numpy picks its device with backend= "
                 "('numpy' for the CPU, 'cupy' for an NVIDIA GPU)."
             )
-        self.batch_size = positive_int(batch_size, "batch_size")
-        self.model = load_model(
-            pretrained,
-            backend=backend,
-            dtype=dtype,
-            threads=None if threads is None else positive_int(threads, "threads"),
-        )
-        self.tokenizer = self.model.tokenizer
+        self.batch_size = batch_size_of(batch_size)
+        checkpoint = open_checkpoint(pretrained)
+        self.tokenizer = checkpoint.tokenizer
+        if self.tokenizer.eos_token_id is None:
+            raise CheckpointError(
+                f"the tokenizer in {checkpoint.folder} has no {END_OF_TEXT} token, which lm-eval needs: it pads "
+                "batches, begins every rolling window and ends generated text."
+            )
+        self.model = load_model(checkpoint, backend=backend, dtype=dtype, threads=threads)
         self.pretrained = str(pretrained)
 
     # ------------------------------------------------------------------ what TemplateLM asks for
@@ -123,19 +127,18 @@ class NeoNumpyLM(TemplateLM):
             readers.setdefault(tuple((context + continuation)[:-1][-self.max_length :]), []).append(index)
         inputs = sorted(readers, key=lambda ids: (-len(ids), ids))
         results = [None] * len(requests)
-        progress = tqdm(total=len(requests), disable=disable_tqdm, desc="Running loglikelihood requests")
-        for start in range(0, len(inputs), self.batch_size):
-            batch = inputs[start : start + self.batch_size]
-            scored = max(len(requests[index][2]) for ids in batch for index in readers[ids])
-            logits = self.last_logits(batch, scored)  # [B, scored, V]
-            for row_logits, ids in zip(logits, batch):
-                continuations = [requests[index][2] for index in readers[ids]]
-                for index, score in zip(readers[ids], continuation_scores(row_logits, continuations)):
-                    results[index] = score
-                    if requests[index][0] is not None:  # rolling windows are cached per document instead
-                        self.cache_hook.add_partial("loglikelihood", requests[index][0], score)
-                    progress.update(1)
-        progress.close()
+        with progress_bar(len(requests), disable_tqdm, "Running loglikelihood requests") as progress:
+            for start in range(0, len(inputs), self.batch_size):
+                batch = inputs[start : start + self.batch_size]
+                scored = max(len(requests[index][2]) for ids in batch for index in readers[ids])
+                logits = self.last_logits(batch, scored)  # [B, scored, V]
+                for row_logits, ids in zip(logits, batch):
+                    continuations = [requests[index][2] for index in readers[ids]]
+                    for index, score in zip(readers[ids], continuation_scores(row_logits, continuations)):
+                        results[index] = score
+                        if requests[index][0] is not None:  # rolling windows are cached per document instead
+                            self.cache_hook.add_partial("loglikelihood", requests[index][0], score)
+                        progress.update(1)
         return results
 
     def last_logits(self, rows, count: int) -> np.ndarray:
@@ -180,32 +183,46 @@ class NeoNumpyLM(TemplateLM):
         )
         eos_text = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
         results = []
-        progress = tqdm(total=len(requests), disable=disable_tqdm, desc="Running generate_until requests")
-        for batch in order.get_batched(n=self.batch_size):
-            contexts, all_settings = zip(*batch)
-            settings = normalize_gen_kwargs(all_settings[0], self.max_gen_toks)
-            until = handle_stop_sequences(settings.pop("until", None), eos=eos_text)
-            max_gen_toks = settings.pop("max_gen_toks")
-            if max_gen_toks >= self.max_length:
-                raise InputError(
-                    f"max_gen_toks is {max_gen_toks} but the model's context holds only {self.max_length} tokens."
-                )
-            rows = [self.tok_encode(context, left_truncate_len=self.max_length - max_gen_toks) for context in contexts]
-            ids, mask = left_padded(rows, self.eot_token_id)
-            new_tokens = settings.pop("max_length", ids.shape[1] + max_gen_toks) - ids.shape[1]
-            for context, text in zip(contexts, self.generate_texts(ids, mask, new_tokens, until, settings)):
-                results.append(postprocess_generated_text(text, until, think_end_token=None))
-                self.cache_hook.add_partial("generate_until", (context, all_settings[0]), results[-1])
-                progress.update(1)
-        progress.close()
+        with progress_bar(len(requests), disable_tqdm, "Running generate_until requests") as progress:
+            for batch in order.get_batched(n=self.batch_size):
+                contexts, all_settings = zip(*batch)
+                until, max_gen_toks, settings = self.task_settings(all_settings[0], eos_text)
+                rows = [self.tok_encode(text, left_truncate_len=self.max_length - max_gen_toks) for text in contexts]
+                ids, mask = left_padded(rows, self.eot_token_id)
+                new_tokens = settings.pop("max_length", ids.shape[1] + max_gen_toks) - ids.shape[1]
+                for context, text in zip(contexts, self.generate_texts(ids, mask, new_tokens, until, settings)):
+                    results.append(postprocess_generated_text(text, until, think_end_token=None))
+                    self.cache_hook.add_partial("generate_until", (context, all_settings[0]), results[-1])
+                    progress.update(1)
         return order.get_original(results)
+
+    def task_settings(self, generation_kwargs: dict, eos_text: str):
+        """(stop strings, max_gen_toks, the other settings) from a task's generation_kwargs, normalised as HFLM
+        does; max_gen_toks must leave the prompt a place in the context, as HFLM asserts."""
+        try:
+            settings = normalize_gen_kwargs(generation_kwargs, self.max_gen_toks)
+            until = handle_stop_sequences(settings.pop("until", None), eos=eos_text)
+        except (TypeError, ValueError) as error:
+            raise InputError(f"the task's generation_kwargs {generation_kwargs} cannot be used ({error}).") from None
+        max_gen_toks = settings.pop("max_gen_toks")
+        if not 1 <= max_gen_toks < self.max_length:
+            raise InputError(
+                f"the task's max_gen_toks must be from 1 to {self.max_length - 1} (the model's context holds "
+                f"{self.max_length} tokens, the prompt's among them), got {max_gen_toks}."
+            )
+        return until, max_gen_toks, settings
 
     def generate_texts(self, ids, mask, max_new_tokens: int, until: list, settings: dict) -> list:
         """The new text of each row of a left-padded batch, generated until every row has produced EOS or one of
         the `until` strings, or max_new_tokens (HF generate() with lm-eval's stop-sequence criteria)."""
+        try:
+            chosen = GenerationSettings.for_model(
+                self.model.config, max_new_tokens=max_new_tokens, **generation_keywords(settings)
+            )
+        except InputError as error:
+            raise InputError(f"the task's generation_kwargs cannot be used: {error}") from None
         rows = [GeneratedRow(self.tokenizer, until) for _ in range(len(ids))]
-        steps = self.model.generate_tokens(ids, mask, max_new_tokens=max_new_tokens, **generation_keywords(settings))
-        for tokens in steps:
+        for tokens in generation.generate_tokens(self.model, ids, mask, chosen):
             for row, token in zip(rows, tokens):
                 row.add(int(token))
             if all(row.finished for row in rows):
@@ -295,12 +312,14 @@ def generation_keywords(settings: dict) -> dict:
     return keywords
 
 
-def positive_int(value, name: str) -> int:
-    """An integer >= 1 from a model argument (lm-eval passes them as strings or ints)."""
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1 or str(number) != str(value).strip():
-        raise InputError(f"{name} must be a positive integer, got {value!r}.")
+def batch_size_of(value) -> int:
+    """The batch_size model argument: a whole number of at least 1 (lm-eval may pass it as a string)."""
+    number = int(value) if is_int(value) or (isinstance(value, str) and value.strip().isdigit()) else 0
+    if number < 1:
+        raise InputError(f"batch_size must be a whole number of at least 1, got {value!r}.", parameter="batch_size")
     return number
+
+
+def progress_bar(total: int, disable: bool, description: str):
+    """A tqdm bar on stderr; used in a `with` block, so an error ends its line before the error is printed."""
+    return tqdm(total=total, disable=disable, desc=description)

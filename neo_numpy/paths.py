@@ -1,15 +1,15 @@
 """The files of a checkpoint folder, examined as untrusted input before anything reads them.
 
-Three rules, one function each:
-- `kind_of(path)` says what is at a path without raising: Python 3.11's Path.exists() and is_dir() raise OSError for
-  a name that is too long (errno 36) and PermissionError inside a folder without search permission. Every such
-  error becomes one CheckpointError sentence, so every path check of the package goes through here.
+Three rules, one place each:
+- `kind_of(path)` says what is at a path. Python 3.11's Path.exists() and is_dir() raise OSError for a name that is
+  too long (errno 36) and PermissionError inside a folder without search permission; here every such error becomes
+  one CheckpointError sentence, and every path check of the package goes through here.
 - `check_inside_folder(path, folder)`: a file that is a symbolic link must lead into the folder itself, or, in a
   Hugging Face cache snapshot (.../snapshots/<revision>/), into that repo's blobs/ folder, where the cache keeps the
   real files. A link elsewhere would make the loader read a file the user never pointed at.
-- `read_bounded(path, limit, what)`: a regular file of at most `limit` bytes, read whole. The size is checked before
-  reading, and the read itself stops after `limit + 1` bytes (a file can grow). A FIFO is never opened for reading:
-  opening one blocks until something writes to it.
+- `check_small_file` and `read_bounded`: a regular file of at most `limit` bytes, checked before it is read, and
+  read whole no further than `limit + 1` bytes (a file can grow). A FIFO is never opened for reading: opening one
+  blocks until something writes to it.
 """
 
 import errno
@@ -73,14 +73,23 @@ def check_inside_folder(path: Path, folder: Path) -> None:
         raise CheckpointError(f"{shown(path)} is a link to a file outside {shown(folder)}; it must be a file there.")
 
 
-def read_bounded(path: Path, limit: int, needed_for: str) -> bytes:
-    """The bytes of the regular file at `path`, refused (before it is read) when it holds more than `limit`."""
+def check_small_file(path: Path, limit: int, needed_for: str) -> None:
+    """Refuse anything at `path` but a regular file of at most `limit` bytes."""
     check_is_file(path, needed_for)
     try:
-        if path.stat().st_size > limit:
-            raise CheckpointError(_too_large(path, limit))
+        size = path.stat().st_size
+    except OSError as error:
+        raise CheckpointError(f"{shown(path)} could not be examined ({error.strerror or error}).") from None
+    if size > limit:
+        raise CheckpointError(_too_large(path, limit))
+
+
+def read_bounded(path: Path, limit: int, needed_for: str) -> bytes:
+    """The bytes of the regular file at `path`, refused (before it is read) when it holds more than `limit`."""
+    check_small_file(path, limit, needed_for)
+    try:
         with open(path, "rb") as file:
-            data = file.read(limit + 1)
+            data = file.read(limit + 1)  # a file that grew since it was checked is still read no further
     except OSError as error:
         raise CheckpointError(f"{shown(path)} could not be read ({error.strerror or error}).") from None
     if len(data) > limit:

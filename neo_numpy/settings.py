@@ -46,29 +46,53 @@ class GenerationSettings:
     def __post_init__(self):
         """Refuse settings that have no meaning, in one sentence each."""
         if not is_int(self.max_new_tokens) or self.max_new_tokens < 1:
-            raise InputError(f"max_new_tokens must be a positive integer, got {shown(self.max_new_tokens)}.")
+            raise InputError(
+                f"max_new_tokens must be a positive integer, got {shown(self.max_new_tokens)}.",
+                parameter="max_new_tokens",
+            )
         if not is_int(self.min_new_tokens) or not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise InputError(
                 f"min_new_tokens must be an integer from 0 to max_new_tokens ({self.max_new_tokens}), "
-                f"got {shown(self.min_new_tokens)}."
+                f"got {shown(self.min_new_tokens)}.",
+                parameter="min_new_tokens",
             )
         if not isinstance(self.do_sample, (bool, np.bool_)):
-            raise InputError(f"do_sample must be True or False, got {shown(self.do_sample)}.")
+            raise InputError(f"do_sample must be True or False, got {shown(self.do_sample)}.", parameter="do_sample")
         if not _is_positive_in_float32(self.temperature):
-            raise InputError(f"temperature must be a number {FLOAT32_RANGE}, got {shown(self.temperature)}.")
+            raise InputError(
+                f"temperature must be a number {FLOAT32_RANGE}, got {shown(self.temperature)}.", parameter="temperature"
+            )
         if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 0):
-            raise InputError(f"top_k must be a non-negative integer (0 or None disables it), got {shown(self.top_k)}.")
+            raise InputError(
+                f"top_k must be a non-negative integer (0 or None disables it), got {shown(self.top_k)}.",
+                parameter="top_k",
+            )
         if self.top_p is not None and (not _is_number(self.top_p) or not 0 < self.top_p <= 1):
-            raise InputError(f"top_p must be in (0, 1], got {shown(self.top_p)}.")
+            raise InputError(f"top_p must be in (0, 1], got {shown(self.top_p)}.", parameter="top_p")
         if not _is_positive_in_float32(self.repetition_penalty):
             raise InputError(
                 f"repetition_penalty must be a number {FLOAT32_RANGE}, and 1.0 disables it; "
-                f"got {shown(self.repetition_penalty)}."
+                f"got {shown(self.repetition_penalty)}.",
+                parameter="repetition_penalty",
             )
         if self.eos_token_id is not None and (not is_int(self.eos_token_id) or self.eos_token_id < 0):
-            raise InputError(f"eos_token_id must be a token id or None, got {shown(self.eos_token_id)}.")
+            raise InputError(
+                f"eos_token_id must be a token id or None, got {shown(self.eos_token_id)}.", parameter="eos_token_id"
+            )
         if self.seed is not None and (not is_int(self.seed) or self.seed < 0):
-            raise InputError(f"seed must be a non-negative integer or None, got {shown(self.seed)}.")
+            raise InputError(f"seed must be a non-negative integer or None, got {shown(self.seed)}.", parameter="seed")
+
+    def check_room(self, prompt_length: int, context: int) -> None:
+        """The prompt and every new token but the last must fit the context: the last token is only chosen, never
+        fed back, so prompt + max_new_tokens may be context + 1, as transformers computes it."""
+        room = context + 1 - prompt_length  # new tokens that fit
+        if self.max_new_tokens > room:
+            raise InputError(
+                f"the prompt has {prompt_length} token(s) and max_new_tokens asks for {self.max_new_tokens} more, "
+                f"beyond the model's {context}-position context "
+                + (f"(at most {room} new tokens fit)." if room > 0 else "(the prompt alone is longer)."),
+                parameter="max_new_tokens",
+            )
 
     def check_vocabulary(self, vocab_size: int) -> None:
         """The end-of-text id must be a token of the model (0 .. vocab_size - 1)."""

@@ -54,14 +54,16 @@ class ThreadPlan:
                 return cls(int(threads.prefill), None if threads.decode is None else int(threads.decode))
             raise InputError(
                 f"threads is {threads!r}, but its prefill count must be a whole number from 1 to {cores} (the cores "
-                f"this process may use) and its decode count one too, or None."
+                f"this process may use) and its decode count one too, or None.",
+                parameter="threads",
             )
         if threads is None:
             return cls(prefill=cores)
         if not _is_count(threads, cores):
             raise InputError(
                 f"threads must be None or a whole number from 1 to {cores} (the cores this process may use), "
-                f"got {threads!r}."
+                f"got {threads!r}.",
+                parameter="threads",
             )
         return cls(int(threads), int(threads))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError, InputError
-from .paths import check_inside_folder, kind_of, read_bounded, shown
+from .paths import check_inside_folder, check_small_file, kind_of, read_bounded, shown
 from .untrusted_json import parse_json, quoted
 from .values import is_int
 
@@ -31,7 +31,6 @@ GPT2_TOKENIZER_CLASSES = (None, "GPT2Tokenizer", "GPT2TokenizerFast")  # None: A
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 GPT2_SPECIAL_TOKENS = {"bos_token": END_OF_TEXT, "eos_token": END_OF_TEXT, "unk_token": END_OF_TEXT}  # the defaults
 EXTRA_TOKEN_LISTS = ("additional_special_tokens", "extra_special_tokens")
-NO_AFFIXES = {"continuing_subword_prefix": "", "end_of_word_suffix": ""}  # GPT-2's BPE marks no word boundaries
 
 
 class NeoTokenizer:
@@ -237,8 +236,9 @@ def _vocabulary(folder: Path) -> tuple:
         )
     from tokenizers import models
 
-    for path in (vocab, merges):
-        _read_tokenizer_file(path)  # checked (inside the folder, a file, not too large) before the library reads it
+    for path in (vocab, merges):  # checked as _read_tokenizer_file checks, then read by the library
+        check_inside_folder(path, folder)
+        check_small_file(path, MAX_TOKENIZER_FILE_BYTES, "the tokenizer needs it")
     try:
         vocab_map, merge_list = models.BPE.read_file(str(vocab), str(merges))
     except Exception as error:

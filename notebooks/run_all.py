@@ -4,9 +4,13 @@
     python notebooks/run_all.py --model ./weights/gpt-neo-125m     # any size, hub id or local checkpoint folder
     python notebooks/run_all.py 03_attention --figures            # one notebook, and its pictures as PNG files
     python notebooks/run_all.py --strip                            # clear outputs of the notebooks here, in place
+    python notebooks/run_all.py --update                           # rerun 08 and 09 and keep their outputs in place
 
-The committed notebooks stay without outputs; executed copies go to --out (default notebooks/executed/, ignored
-by git), and with --figures every picture is also written there as <notebook>-<n>.png. Needs nbclient and ipykernel.
+Notebooks 00-07 are committed without outputs (they need the released weights to show theirs); executed copies go
+to --out (default notebooks/executed/, ignored by git), and with --figures every picture is also written there as
+<notebook>-<n>.png. Notebooks 08 and 09 need no download (they use the tiny model this project trains), so they
+are committed WITH their outputs: --update reruns them without $NEO_NUMPY_MODEL and writes them back in place, and
+tests/test_notebooks.py checks that what is committed is what they compute. Needs nbclient and ipykernel.
 """
 
 import argparse
@@ -21,6 +25,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 HERE = Path(__file__).resolve().parent
+COMMITTED_WITH_OUTPUTS = ("08_training", "09_interpretability")  # need no download: their outputs are committed
 
 
 def execute(path: Path, model: str = None, timeout: int = 1200) -> nbformat.NotebookNode:
@@ -39,12 +44,21 @@ def execute(path: Path, model: str = None, timeout: int = 1200) -> nbformat.Note
 
 
 def strip(path: Path) -> None:
-    """Remove outputs and execution counts in place, the form the notebooks are committed in."""
+    """Remove outputs and execution counts in place, the form notebooks 00-07 are committed in."""
     notebook = nbformat.read(path, as_version=4)
     for cell in notebook.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
         cell.metadata.pop("execution", None)
+    nbformat.write(notebook, path)
+
+
+def update(path: Path) -> None:
+    """Rerun a notebook that needs no download, without $NEO_NUMPY_MODEL, and keep its outputs in place."""
+    os.environ.pop("NEO_NUMPY_MODEL", None)
+    notebook = execute(path)
+    for cell in notebook.cells:
+        cell.metadata.pop("execution", None)  # timestamps: they would change on every run
     nbformat.write(notebook, path)
 
 
@@ -66,7 +80,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(HERE / "executed"), help="folder for the executed copies")
     parser.add_argument("--figures", action="store_true", help="also write each picture as a PNG file")
     parser.add_argument(
-        "--strip", action="store_true", help="only clear the notebooks' outputs in place (before committing)"
+        "--strip", action="store_true", help="only clear the outputs of notebooks 00-07 in place (before committing)"
+    )
+    parser.add_argument(
+        "--update", action="store_true", help="rerun 08 and 09 (or those named) and keep their outputs in place"
     )
     args = parser.parse_args(argv)
 
@@ -78,8 +95,16 @@ def main(argv=None) -> int:
         parser.error(f"no notebook {missing[0]} in {HERE}")
     if args.strip:
         for path in paths:
-            strip(path)
-            print("stripped", path.name)
+            if path.stem not in COMMITTED_WITH_OUTPUTS:
+                strip(path)
+                print("stripped", path.name)
+        return 0
+    if args.update:
+        for path in paths if args.notebooks else [HERE / f"{name}.ipynb" for name in COMMITTED_WITH_OUTPUTS]:
+            if path.stem not in COMMITTED_WITH_OUTPUTS:
+                parser.error(f"{path.name} is committed without outputs: --update only reruns {COMMITTED_WITH_OUTPUTS}")
+            update(path)
+            print("updated", path.name)
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

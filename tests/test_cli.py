@@ -7,6 +7,7 @@ no interaction are started together by one fixture, a few at a time, to keep the
 
 import json
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -22,6 +23,7 @@ import pytest
 from checkpoints import SECRET, SOURCE, build_torch_model, save_checkpoint, write_word_tokenizer
 
 import neo_numpy
+from neo_numpy import cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "alternating"
@@ -95,9 +97,11 @@ def eos_checkpoint(checkpoint_dirs, neo_models, tokenizer, cli_root):
     k = next(k for k in range(3, 40) if unstopped[k] not in unstopped[:k])
     folder = cli_root / "eos_checkpoint"
     folder.mkdir()
-    for item in checkpoint_dirs[MODEL].iterdir():
-        if item.name != "config.json":
+    for item in checkpoint_dirs[MODEL].iterdir():  # only model.safetensors may be a link out of its folder
+        if item.name == "model.safetensors":
             (folder / item.name).symlink_to(item)
+        elif item.name != "config.json":
+            shutil.copy(item, folder / item.name)
     config = json.loads((checkpoint_dirs[MODEL] / "config.json").read_text())
     config["eos_token_id"] = int(unstopped[k])
     (folder / "config.json").write_text(json.dumps(config))
@@ -145,6 +149,10 @@ def cli_runs(checkpoint_dirs, eos_checkpoint, cli_root):
         ),
         "temperature_overflows": (["generate", "The dog", "-m", model, "--do-sample", "--temperature", "1e-40"], None),
         "context_plus_one": (["generate", "The dog", "-m", model, "-n", "511", "--no-echo"], None),
+        "n_0": (["generate", "The dog", "-m", model, "-n", "0"], None),
+        "top_k_negative": (["generate", "The dog", "-m", model, "--top-k", "-1"], None),
+        "min_beyond_max": (["generate", "The dog", "-m", model, "-n", "5", "--min-new-tokens", "6"], None),
+        "eval_help": (["eval", "--help"], None),
         # argparse refuses these itself: a usage line, then "... error: ...", exit status 2
         "n_not_a_number": (["generate", "The dog", "-m", model, "-n", "many"], None),
     }
@@ -247,20 +255,24 @@ ERRORS = {
     # run name: words the one-line message must contain
     "missing_folder": ["no_such_checkpoint"],
     "unknown_hub_name": ["nobody-at-all/gpt-neo-does-not-exist", "HF_HUB_OFFLINE"],
-    "beyond_context": ["600", "512"],
-    "temperature_0": ["temperature"],
-    "temperature_negative": ["temperature"],
-    "top_p_0": ["top_p"],
-    "top_p_1.5": ["top_p"],
+    "beyond_context": ["-n/--max-new-tokens asks for 600", "512"],
+    "temperature_0": ["--temperature"],
+    "temperature_negative": ["--temperature"],
+    "top_p_0": ["--top-p"],
+    "top_p_1.5": ["--top-p"],
     "empty_file": ["empty.txt"],
     "missing_file": ["no_such_prompt.txt"],
     "empty_stdin": ["empty"],
     "prompt_and_file": ["--file"],
     "threads_0": ["--threads"],
-    "penalty_rounds_to_0": ["repetition", "1e-300", "float32"],  # no RuntimeWarning lines before it
-    "temperature_rounds_to_0": ["temperature", "1e-50", "float32"],
+    "penalty_rounds_to_0": ["--repetition-penalty", "1e-300", "float32"],  # no RuntimeWarning lines before it
+    "temperature_rounds_to_0": ["--temperature", "1e-50", "float32"],
     "temperature_overflows": ["temperature", "float32"],  # not 0 in float32, but the logits / 1e-40 overflow
+    "n_0": ["-n/--max-new-tokens must be a positive integer, got 0"],
+    "top_k_negative": ["--top-k"],
+    "min_beyond_max": ["--min-new-tokens", "-n/--max-new-tokens (5)", "got 6"],
 }
+PARAMETER_NAMES = re.compile(r"(?<![-/])\b(max_new_tokens|min_new_tokens|top_k|top_p|repetition_penalty)\b")
 
 
 @pytest.mark.parametrize("name", list(ERRORS))
@@ -272,7 +284,38 @@ def test_bad_input_is_one_error_line(cli_runs, name):
     assert len(lines) == 1 and lines[0].startswith("error: "), f"expected one 'error:' line, got:\n{stderr}"
     for word in ERRORS[name]:
         assert word in lines[0], f"the message should name {word!r}: {lines[0]}"
+    assert not PARAMETER_NAMES.search(lines[0]), f"the message should name flags, not parameters: {lines[0]}"
     assert "tok/s" not in stderr
+
+
+def test_every_flag_an_error_can_name_is_the_commands_own(cli_runs):
+    for command, flags in cli.FLAGS.items():
+        code, stdout, stderr = cli_runs[f"{command}_help"]
+        assert code == 0, stderr
+        for flag in flags.values():
+            assert all(f"{name} " in stdout for name in flag.split("/")), (command, flag)
+
+
+def test_a_stdout_that_cannot_encode_the_text_shows_escapes(checkpoint_dirs, cli_root):
+    """PYTHONIOENCODING=ascii: "é" comes out as \\xe9, as Python writes it to stderr, never a traceback."""
+    env = dict(cli_env(cli_root), PYTHONIOENCODING="ascii")
+    code, stdout, stderr = run_cli(["generate", "héllo", "-m", checkpoint_dirs[MODEL], "-n", "3"], env)
+    assert code == 0 and "Traceback" not in stderr, stderr
+    assert stdout.startswith("h\\xe9llo")
+    assert_summary(stderr, new_tokens=3)
+
+
+def test_generate_imports_neither_lm_eval_nor_torch(checkpoint_dirs, cli_root):
+    """`-X importtime` lists every module the command imports, on stderr."""
+    args = [sys.executable, "-X", "importtime", "-m", "neo_numpy", "generate", "The dog", "-n", "2"]
+    result = subprocess.run(
+        [*args, "-m", str(checkpoint_dirs[MODEL])], cwd=REPO_ROOT, env=cli_env(cli_root), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import ")}
+    packages = {name.split(".")[0] for name in imported}
+    assert "neo_numpy" in packages and "numpy" in packages
+    assert not packages & {"torch", "lm_eval", "transformers", "datasets"}, packages
 
 
 def test_prompt_plus_new_tokens_may_be_the_context_plus_one(cli_runs):

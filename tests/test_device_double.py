@@ -65,7 +65,7 @@ def test_names_come_from_cupy():
 
 def test_implicit_conversion_and_host_operands_are_refused(device):
     x = device.asarray(np.arange(6, dtype=np.float32))
-    for convert in (np.asarray, np.array, lambda a: np.float32(1) * np.ones(6) + np.asarray(a)):
+    for convert in (np.asarray, np.array, np.ascontiguousarray):
         with pytest.raises(TypeError, match="Implicit conversion"):
             convert(x)
     with pytest.raises(TypeError, match="host"):

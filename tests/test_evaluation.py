@@ -10,6 +10,7 @@ generate_until with stop strings. Both models run the same tasks on the same che
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ import neo_numpy  # noqa: E402
 import neo_numpy.evaluation  # noqa: E402, F401  (registers the model "neo_numpy")
 from neo_numpy.cli import main  # noqa: E402
 from neo_numpy.errors import InputError  # noqa: E402
+from neo_numpy.evaluation import current_umask  # noqa: E402
 
 CONTEXT = 64  # the test checkpoint's max_position_embeddings: rolling documents need several windows
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,11 +223,11 @@ def stop_across_a_token_boundary(tokenizer, tokens):
 def counted_generation(lm, ids, until, monkeypatch):
     """(generate_texts' text for one prompt, the steps generated, the length of every tokenizer.decode call)."""
     steps, decoded = [], []
-    generate_tokens, decode = lm.model.generate_tokens, lm.tokenizer.decode
+    generate_tokens, decode = neo_numpy.generation.generate_tokens, lm.tokenizer.decode
     counted_steps = lambda *args, **kwargs: (steps.append(t) or t for t in generate_tokens(*args, **kwargs))  # noqa: E731
     counted_decode = lambda ids, **kwargs: decoded.append(len(list(ids))) or decode(ids, **kwargs)  # noqa: E731
     with monkeypatch.context() as patch:
-        patch.setattr(lm.model, "generate_tokens", counted_steps)
+        patch.setattr(neo_numpy.generation, "generate_tokens", counted_steps)
         patch.setattr(lm.tokenizer, "decode", counted_decode)
         text = lm.generate_texts(np.array([ids]), np.ones((1, len(ids)), dtype=np.int64), 20, until, {})
     return text, steps, decoded
@@ -308,12 +310,13 @@ def test_last_positions_gives_the_tail_of_the_logits(eval_checkpoint):
 # ---------------------------------------------------------------------- the command line
 
 
-def run_cli(*args, block_lm_eval=False):
-    """`python -m neo_numpy ...` in a fresh process; with block_lm_eval, as if lm-eval were not installed."""
+def run_cli(*args, block_lm_eval=False, env=None):
+    """`python -m neo_numpy ...` in a fresh process; with block_lm_eval, as if lm-eval were not installed; env: more
+    environment variables."""
     code = "import sys; from neo_numpy.cli import main; sys.exit(main(sys.argv[1:]))"
     if block_lm_eval:
         code = "import sys; sys.modules['lm_eval'] = None; " + code  # `import lm_eval` now raises ImportError
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
     return subprocess.run(
         [sys.executable, "-c", code, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
@@ -395,8 +398,9 @@ def test_eval_command_without_lm_eval(eval_checkpoint):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--batch-size", "0"], "--batch-size must be at least 1"),
-        (["--limit", "0"], "--limit must be positive"),
+        (["--limit", "0"], "--limit must be a positive number (of documents, or a fraction below 1)"),
+        (["--limit", "nan"], "--limit must be a positive number (of documents, or a fraction below 1)"),
+        (["--limit", "inf"], "--limit must be a positive number (of documents, or a fraction below 1)"),
         (["--num-fewshot", "-1"], "--num-fewshot must be 0 or more"),
         (["--output", "no-such-folder/results.json"], "--output must be in an existing folder"),
     ],
@@ -416,7 +420,7 @@ def test_generation_settings_and_model_arguments(eval_checkpoint):
     for do_sample in (False, True):
         with pytest.raises(InputError, match="'num_beams' is not supported"):
             generation_keywords({"do_sample": do_sample, "num_beams": 4})
-    with pytest.raises(InputError, match="batch_size must be a positive integer, got 'auto'"):
+    with pytest.raises(InputError, match="batch_size must be a whole number of at least 1, got 'auto'"):
         NeoNumpyLM(eval_checkpoint, batch_size="auto")
     assert NeoNumpyLM(eval_checkpoint, batch_size="4", threads=1).batch_size == 4  # lm-eval passes strings too
     with pytest.raises(InputError, match="no argument 'foo'"):
@@ -429,3 +433,87 @@ def test_generation_settings_and_model_arguments(eval_checkpoint):
 def test_eval_output_that_is_a_folder_is_refused_before_the_run(tmp_path, capsys):
     assert main(["eval", "--tasks", "lambada_openai", "--output", str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip() == f"error: --output must name a file, but {tmp_path} is a folder."
+
+
+def test_eval_output_that_cannot_be_written_is_refused_before_the_run(capsys):
+    """/proc takes no new file, even from root; the default model (125M) is not here, so only an up-front check
+    can give this message."""
+    if not Path("/proc/self").exists():
+        pytest.skip("needs Linux /proc")
+    assert main(["eval", "--tasks", "lambada_openai", "--output", "/proc/neo_numpy_results.json"]) == 1
+    assert error_line(capsys.readouterr().err).startswith("error: --output /proc/neo_numpy_results.json cannot be")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["-b", "0"], "error: -b/--batch-size must be a whole number of at least 1, got 0."),
+        (["--threads", "0"], "error: --threads must be"),
+    ],
+)
+def test_eval_model_arguments_name_their_flags(flags, message, eval_checkpoint, task_folder, capsys):
+    args = ["eval", "-m", str(eval_checkpoint), "--include-path", str(task_folder), "--tasks", "neo_choice", *flags]
+    assert main(args) == 1
+    assert error_line(capsys.readouterr().err).startswith(message)
+
+
+def task_variant(task_folder: Path, folder: Path, task: str, name: str, **changes) -> None:
+    """A copy of one of the tasks' YAML in `folder`, named `name`, with some of its fields changed."""
+    config = {**json.loads((task_folder / f"{task}.yaml").read_text()), "task": name, **changes}
+    (folder / f"{name}.yaml").write_text(json.dumps(config), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def hostile_tasks(task_folder, tmp_path_factory):
+    """An --include-path of tasks that cannot run: malformed JSON Lines, a template naming a missing field, a
+    generate_until task with max_gen_toks 0; and neo_choice (5 documents) for too many few-shot examples."""
+    folder = tmp_path_factory.mktemp("hostile_tasks")
+    (folder / "broken.jsonl").write_text('{"text": "a b c"}\n{"text": "never closed\n', encoding="utf-8")
+    data = {"data_files": {"test": str(folder / "broken.jsonl")}, "cache_dir": str(folder / "cache")}
+    task_variant(task_folder, folder, "neo_lambada", "neo_broken_json", dataset_kwargs=data)
+    task_variant(task_folder, folder, "neo_lambada", "neo_missing_field", doc_to_text="{{no_such_field}}")
+    settings = {"until": ["\n"], "max_gen_toks": 0, "do_sample": False}
+    task_variant(task_folder, folder, "neo_generate", "neo_no_room", generation_kwargs=settings)
+    task_variant(task_folder, folder, "neo_choice", "neo_choice")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "task, flags, words",
+    [
+        ("neo_choice", ["--num-fewshot", "10"], ["--num-fewshot 10", "neo_choice", "documents"]),
+        ("neo_broken_json", [], ["data of neo_broken_json could not be read", "JSON"]),
+        ("neo_missing_field", [], ["neo_missing_field", "no_such_field"]),
+        ("neo_no_room", [], ["the task's max_gen_toks", "got 0"]),  # its own line, not inside the progress bar
+    ],
+)
+def test_eval_tasks_that_cannot_run_are_one_error_line(task, flags, words, eval_checkpoint, hostile_tasks, capsys):
+    args = ["eval", "-m", str(eval_checkpoint), "--include-path", str(hostile_tasks), "--tasks", task, *flags]
+    assert main(args) == 1
+    line = error_line(capsys.readouterr().err)
+    assert all(word in line for word in words) and "max_new_tokens" not in line, line
+
+
+def test_eval_refuses_a_tokenizer_without_endoftext_that_generate_accepts(eval_checkpoint, task_folder, tmp_path):
+    """Token 50256 renamed: generate stops at the config's eos id; lm-eval needs the tokenizer's <|endoftext|>."""
+    folder = shutil.copytree(eval_checkpoint, tmp_path / "no_endoftext")
+    tokenizer = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer["added_tokens"][0]["content"] = "<|end|>"
+    tokenizer["model"]["vocab"]["<|end|>"] = tokenizer["model"]["vocab"].pop("<|endoftext|>")
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    generated = run_cli("generate", "The dog", "-m", folder, "-n", 2)
+    assert generated.returncode == 0, generated.stderr
+    done = run_cli("eval", "-m", folder, "--include-path", task_folder, "--tasks", "neo_choice")
+    assert done.returncode == 1 and "<|endoftext|>" in error_line(done.stderr)
+
+
+def test_eval_on_an_ascii_stdout_prints_the_table_and_writes_the_output(eval_checkpoint, task_folder, tmp_path):
+    output = tmp_path / "ascii.json"
+    flags = ["--tasks", "neo_choice", "--limit", "2", "--output", output]
+    done = run_cli(
+        "eval", "-m", eval_checkpoint, "--include-path", task_folder, *flags, env={"PYTHONIOENCODING": "ascii"}
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "neo_choice" in done.stdout and "\\u2191" in done.stdout  # the table's arrow, as an escape
+    assert json.loads(output.read_text())["results"]["neo_choice"]["acc,none"] >= 0
+    assert output.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # as any new file, not 0o600

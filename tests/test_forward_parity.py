@@ -317,6 +317,7 @@ def test_config_dataclass_fields():
         "activation_function",
         "bos_token_id",
         "eos_token_id",
+        "tie_word_embeddings",
     }
     config = NeoConfig.from_dict(raw_config())
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -338,3 +339,4 @@ def test_config_file_matches_transformers_config(name, checkpoint_dirs, torch_mo
     assert list(ours.attention_layers) == list(theirs.attention_layers)
     assert ours.layer_norm_epsilon == theirs.layer_norm_epsilon
     assert ours.activation_function == theirs.activation_function == "gelu_new"
+    assert ours.tie_word_embeddings == theirs.tie_word_embeddings

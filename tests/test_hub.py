@@ -4,6 +4,7 @@ No test reaches the network: huggingface_hub.snapshot_download is replaced by a 
 """
 
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -21,6 +22,7 @@ from neo_numpy import ModelNotFoundError, hub
 from neo_numpy.hub import resolve_model_dir
 
 REPO_125M = "EleutherAI/gpt-neo-125m"
+CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json")  # what neo_numpy needs, at least
 
 
 class FakeSnapshotDownload:
@@ -28,10 +30,18 @@ class FakeSnapshotDownload:
 
     cache: what a cache probe (local_files_only=True) finds: a folder to return, or None (LocalEntryNotFoundError).
     download: an exception to raise for a real download, or a list of files to write into local_dir.
+    repo_files: what huggingface_hub.list_repo_files answers (the repo's files), or an exception to raise.
     """
 
-    def __init__(self, cache=None, download=("config.json", "model.safetensors")):
+    def __init__(self, cache=None, download=CHECKPOINT_FILES, repo_files=None):
         self.calls, self.cache, self.download = [], cache, download
+        listed = download if isinstance(download, tuple) else CHECKPOINT_FILES
+        self.repo_files = listed if repo_files is None else repo_files
+
+    def list_repo_files(self, repo_id, **kwargs):
+        if isinstance(self.repo_files, BaseException):
+            raise self.repo_files
+        return list(self.repo_files)
 
     def __call__(self, repo_id, **kwargs):
         self.calls.append(dict(kwargs, repo_id=repo_id))
@@ -69,10 +79,11 @@ def offline(monkeypatch, value: bool):
 
 def install(monkeypatch, fake):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", fake.list_repo_files)
     return fake
 
 
-def complete_folder(folder, files=("config.json", "model.safetensors")):
+def complete_folder(folder, files=CHECKPOINT_FILES):
     folder.mkdir(parents=True, exist_ok=True)
     for name in files:
         (folder / name).write_text("{}")
@@ -197,7 +208,9 @@ def test_hf_cache_copy_is_used(weights, tmp_path, monkeypatch):
     commit = "0123456789abcdef0123456789abcdef01234567"
     (storage / "refs").mkdir(parents=True)
     (storage / "refs" / "main").write_text(commit)
-    snapshot = complete_folder(storage / "snapshots" / commit, ("config.json", "model.safetensors", "vocab.json"))
+    snapshot = complete_folder(
+        storage / "snapshots" / commit, ("config.json", "model.safetensors", "vocab.json", "merges.txt")
+    )
     assert Path(resolve_model_dir("125M")).resolve() == snapshot.resolve()
 
 
@@ -252,7 +265,7 @@ def test_download_failure(weights, monkeypatch, failure):
 
 def sharded_folder(folder, present):
     shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
-    complete_folder(folder, ("config.json",))
+    complete_folder(folder, ("config.json", "tokenizer.json"))
     index = {"metadata": {}, "weight_map": {"transformer.wte.weight": shards[0], "transformer.ln_f.bias": shards[1]}}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     for shard in shards[:present]:
@@ -272,7 +285,8 @@ def test_sharded_folder_is_complete_only_with_every_shard(weights, monkeypatch):
 
 
 def test_missing_shard_is_downloaded_into_the_same_folder(weights, monkeypatch):
-    fake = install(monkeypatch, FakeSnapshotDownload(download=("model-00002-of-00002.safetensors",)))
+    listing = ("config.json", "tokenizer.json", "model.safetensors.index.json", "model-00002-of-00002.safetensors")
+    fake = install(monkeypatch, FakeSnapshotDownload(download=listing[-1:], repo_files=listing))
     folder = sharded_folder(weights / "gpt-neo-1.3B", present=1)
     assert resolve_model_dir("1.3B") == folder
     assert len(fake.downloads) == 1 and Path(fake.downloads[0]["local_dir"]) == folder
@@ -285,7 +299,7 @@ def test_missing_shard_is_downloaded_into_the_same_folder(weights, monkeypatch):
 def test_unreadable_index_is_not_complete(weights, monkeypatch, index_text):
     offline(monkeypatch, True)
     install(monkeypatch, FakeSnapshotDownload())
-    folder = complete_folder(weights / "gpt-neo-2.7B", ("config.json",))
+    folder = complete_folder(weights / "gpt-neo-2.7B", ("config.json", "tokenizer.json"))
     (folder / "model.safetensors.index.json").write_text(index_text)
     with pytest.raises(ModelNotFoundError):
         resolve_model_dir("2.7B")
@@ -294,7 +308,7 @@ def test_unreadable_index_is_not_complete(weights, monkeypatch, index_text):
 def test_folder_without_config_is_not_complete(weights, monkeypatch):
     offline(monkeypatch, True)
     install(monkeypatch, FakeSnapshotDownload())
-    complete_folder(weights / "gpt-neo-125m", ("model.safetensors",))
+    complete_folder(weights / "gpt-neo-125m", ("model.safetensors", "tokenizer.json"))
     with pytest.raises(ModelNotFoundError):
         resolve_model_dir("125M")
 
@@ -369,13 +383,83 @@ def test_second_resolve_uses_the_downloaded_copy(weights, monkeypatch):
 
 
 def test_repo_without_safetensors_is_refused_after_download(weights, monkeypatch):
-    # allow_patterns skips pytorch_model.bin, so a pickle-only repo leaves just its config and tokenizer files
-    install(monkeypatch, FakeSnapshotDownload(download=("config.json", "vocab.json", "merges.txt")))
+    """Found from the repo's file list, before anything is downloaded."""
+    files = ("config.json", "vocab.json", "merges.txt", "pytorch_model.bin")
+    fake = install(monkeypatch, FakeSnapshotDownload(download=files))
     with pytest.raises(ModelNotFoundError) as error:
         resolve_model_dir("someone/pickle-only-neo")
     message = str(error.value)
     assert "someone/pickle-only-neo" in message and "safetensors" in message and "folder" in message
-    assert one_sentence(message)
+    assert "tokenizer" not in message and one_sentence(message)
+    assert fake.downloads == []
+
+
+def test_repo_without_tokenizer_is_refused_before_download(weights, monkeypatch):
+    fake = install(monkeypatch, FakeSnapshotDownload(download=("config.json", "model.safetensors")))
+    with pytest.raises(ModelNotFoundError, match="has no tokenizer files"):
+        resolve_model_dir("someone/no-tokenizer")
+    assert fake.downloads == []
+
+
+# ---------------------------------------------------------------------------------------------- unfinished copies
+
+
+def test_folder_with_weights_but_no_tokenizer_is_completed(weights, monkeypatch):
+    """A copy without a tokenizer is not complete: the next resolve fetches the missing files into it."""
+    folder = complete_folder(weights / "gpt-neo-125m", ("config.json", "model.safetensors"))
+    assert not hub.is_complete_checkpoint(folder)
+    assert hub.missing_from_checkpoint(folder) == ["tokenizer files"]
+    fake = install(monkeypatch, FakeSnapshotDownload())
+    assert resolve_model_dir("125M") == folder and hub.is_complete_checkpoint(folder)
+    assert len(fake.downloads) == 1 and Path(fake.downloads[0]["local_dir"]) == folder
+
+
+def test_interrupted_download_offline(weights, monkeypatch):
+    """A folder holding only config.json, HF_HUB_OFFLINE set: one sentence saying what is missing, nothing more."""
+    offline(monkeypatch, True)
+    install(monkeypatch, FakeSnapshotDownload())
+    folder = complete_folder(weights / "gpt-neo-125m", ("config.json",))
+    with pytest.raises(ModelNotFoundError) as error:
+        resolve_model_dir("125M")
+    message = str(error.value)
+    print(f"\n[offline, unfinished] {message}")
+    assert one_sentence(message) and str(folder) in message and "unfinished" in message
+    assert "safetensors weights" in message and "tokenizer files" in message and "HF_HUB_OFFLINE" in message
+    assert "pickle" not in message and "has no" not in message
+
+
+def test_interrupted_download_without_network(weights, monkeypatch):
+    """The Hub cannot be reached (no HF_HUB_OFFLINE): the repo is not said to lack anything."""
+    install(monkeypatch, FakeSnapshotDownload(repo_files=HTTPError("[Errno -3] Temporary failure in name resolution")))
+    complete_folder(weights / "gpt-neo-125m", ("config.json",))
+    with pytest.raises(ModelNotFoundError) as error:
+        resolve_model_dir("125M")
+    message = str(error.value)
+    assert one_sentence(message) and "could not download" in message and "pickle" not in message
+
+
+def test_download_that_stops_early(weights, monkeypatch):
+    fake = FakeSnapshotDownload(download=("config.json",), repo_files=CHECKPOINT_FILES)
+    install(monkeypatch, fake)
+    with pytest.raises(ModelNotFoundError) as error:
+        resolve_model_dir("125M")
+    message = str(error.value)
+    assert one_sentence(message) and "did not finish" in message and "safetensors weights" in message
+
+
+def test_huggingface_hub_log_lines_are_silenced(weights, monkeypatch, caplog):
+    """huggingface_hub's own warnings (such as 'Returning existing local_dir ...') are not printed."""
+
+    class Chatty(FakeSnapshotDownload):
+        def __call__(self, repo_id, **kwargs):
+            logging.getLogger("huggingface_hub._snapshot_download").warning("Returning existing local_dir")
+            return super().__call__(repo_id, **kwargs)
+
+    install(monkeypatch, Chatty())
+    caplog.set_level(logging.WARNING)
+    resolve_model_dir("125M")
+    assert not [record for record in caplog.records if "local_dir" in record.getMessage()]
+    assert logging.getLogger("huggingface_hub").getEffectiveLevel() == logging.WARNING  # restored afterwards
 
 
 # ---------------------------------------------------------------------------------------------- hostile names

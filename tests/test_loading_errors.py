@@ -1,7 +1,9 @@
 """Every way a checkpoint folder or an input can be wrong gives neo_numpy's own exception, naming what is at fault."""
 
 import json
+import os
 import shutil
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -566,3 +568,131 @@ def test_unreadable_folder(folder, monkeypatch):
 def test_ragged_input_ids(small_model):
     with expect_error(InputError, "input_ids"):
         small_model.forward([[1, 2], [3]])
+
+
+# ---------------------------------------------------------------------------------------------- paths and files
+
+SECRET_VALUE = "SECRET_VALUE-7f3a"  # a value in a file outside the checkpoint folder: no message may show it
+
+
+@pytest.mark.parametrize("load", [neo_numpy.load_model, neo_numpy.load_tokenizer, neo_numpy.open_checkpoint])
+def test_over_long_name(load, tmp_path):
+    """Path.exists() raises OSError (errno 36) for a name this long on Python 3.11."""
+    with expect_error(CheckpointError, "File name too long"):
+        load(str(tmp_path / ("a" * 300)))
+
+
+@pytest.mark.parametrize("load", [neo_numpy.load_model, neo_numpy.load_tokenizer, neo_numpy.open_checkpoint])
+def test_folder_inside_a_folder_without_search_permission(load, folder, monkeypatch):
+    """stat() of anything inside a folder without search (x) permission raises PermissionError (simulated: the
+    tests run as root, which permissions do not stop)."""
+    locked = folder.parent
+    stat = Path.stat
+
+    def refuse_inside(path, *args, **kwargs):
+        if locked in Path(path).parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", refuse_inside)
+    with expect_error(CheckpointError, folder, "Permission denied"):
+        load(folder)
+
+
+def outside_file(tmp_path, name, text):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    (elsewhere / name).write_text(text)
+    return elsewhere / name
+
+
+LINKED_FILES = {  # file -> what it holds outside the folder (each would be read, and its value shown, if followed)
+    "config.json": json.dumps({"model_type": SECRET_VALUE}),
+    "tokenizer.json": json.dumps({"model": SECRET_VALUE}),
+    "tokenizer_config.json": json.dumps({"tokenizer_class": SECRET_VALUE}),
+    "special_tokens_map.json": json.dumps({"eos_token": [SECRET_VALUE]}),
+}
+
+
+@pytest.mark.parametrize("name", list(LINKED_FILES))
+def test_file_linked_from_outside_the_folder(name, folder, tmp_path):
+    (folder / name).unlink(missing_ok=True)
+    (folder / name).symlink_to(outside_file(tmp_path, name, LINKED_FILES[name]))
+    with expect_error(CheckpointError, folder / name, "outside") as caught:
+        neo_numpy.load_tokenizer(folder)
+    assert SECRET_VALUE not in str(caught.value) and "elsewhere" not in str(caught.value)
+
+
+def test_shard_index_linked_from_outside_the_folder(torch_models, tmp_path):
+    folder = save_checkpoint(torch_models[SOURCE], tmp_path / "sharded", max_shard_size="200KB", with_tokenizer=False)
+    index = folder / "model.safetensors.index.json"
+    target = outside_file(tmp_path, "index.json", index.read_text().replace("weight_map", SECRET_VALUE))
+    index.unlink()
+    index.symlink_to(target)
+    with expect_error(CheckpointError, index, "outside") as caught:
+        neo_numpy.load_model(folder)
+    assert SECRET_VALUE not in str(caught.value)
+
+
+def test_weights_file_may_be_a_link_anywhere(folder, tmp_path):
+    """model.safetensors is the one file that may lead outside (a big file kept on another disk, the HF cache)."""
+    elsewhere = tmp_path / "big-disk"
+    elsewhere.mkdir()
+    (folder / "model.safetensors").rename(elsewhere / "model.safetensors")
+    (folder / "model.safetensors").symlink_to(elsewhere / "model.safetensors")
+    assert neo_numpy.load_model(folder).config.num_layers == 2
+
+
+def test_hf_cache_snapshot_whose_files_all_link_into_blobs(folder, tmp_path):
+    repo = tmp_path / "models--someone--tiny"
+    snapshot, blobs = repo / "snapshots" / "0123abcd", repo / "blobs"
+    snapshot.mkdir(parents=True)
+    blobs.mkdir()
+    for index, path in enumerate(sorted(folder.iterdir())):
+        path.rename(blobs / f"blob{index}")
+        (snapshot / path.name).symlink_to(Path("../../blobs") / f"blob{index}")
+    model = neo_numpy.load_model(snapshot)
+    assert model.tokenizer.encode("Hello world") == [15496, 995]
+
+
+@pytest.mark.parametrize("kind", ["folder", "FIFO"])
+def test_config_that_is_not_a_file(kind, folder):
+    """A FIFO is never opened (opening one for reading blocks until someone writes)."""
+    config = folder / "config.json"
+    config.unlink()
+    config.mkdir() if kind == "folder" else os.mkfifo(config)
+    outcome = {}
+
+    def load():
+        try:
+            neo_numpy.load_model(folder)
+        except CheckpointError as error:
+            outcome["message"] = str(error)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "loading blocked on the FIFO"
+    assert outcome["message"] == f"{config} is a {kind}, not a file: a GPT-Neo checkpoint folder needs a config.json."
+
+
+@pytest.mark.parametrize(
+    "name, limit", [("config.json", "1 MB"), ("model.safetensors.index.json", "20 MB"), ("vocab.json", "50 MB")]
+)
+def test_oversized_json_is_refused_before_it_is_read(name, limit, folder):
+    """A sparse file of 100 MB costs nothing on disk; refusing it must not read it either."""
+    (folder / "tokenizer.json").unlink()
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    if name == "model.safetensors.index.json":
+        (folder / "model.safetensors").unlink()
+    with open(folder / name, "wb") as file:
+        file.truncate(100_000_000)
+    tracemalloc.start()
+    with expect_error(CheckpointError, folder / name, f"larger than {limit}"):
+        if name == "vocab.json":
+            neo_numpy.load_tokenizer(folder)
+        else:
+            neo_numpy.load_model(folder)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 5_000_000, f"refusing took {peak} bytes"
