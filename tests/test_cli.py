@@ -97,7 +97,7 @@ def eos_checkpoint(checkpoint_dirs, neo_models, tokenizer, cli_root):
     k = next(k for k in range(3, 40) if unstopped[k] not in unstopped[:k])
     folder = cli_root / "eos_checkpoint"
     folder.mkdir()
-    for item in checkpoint_dirs[MODEL].iterdir():  # only model.safetensors may be a link out of the folder
+    for item in checkpoint_dirs[MODEL].iterdir():  # only model.safetensors may be a link out of its folder
         if item.name == "model.safetensors":
             (folder / item.name).symlink_to(item)
         elif item.name != "config.json":
