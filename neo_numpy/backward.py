@@ -82,7 +82,13 @@ def softmax_backward(dweights, weights):  # [B, H, T, T] x2 -> dscores [B, H, T,
 
 def split_heads(x, num_heads):  # [B, T, D] -> [B, H, T, Dh]
     B, T, D = x.shape
-    return x.reshape(B, T, num_heads, D // num_heads).transpose(0, 2, 1, 3)
+    heads = x.reshape(B, T, num_heads, D // num_heads).transpose(0, 2, 1, 3)  # [B, H, T, Dh]  a strided view
+    return np.ascontiguousarray(heads)  # a copy: NumPy's batched matmul uses BLAS only on contiguous matrices
+
+
+def transposed(x):  # [B, H, m, n] -> [B, H, n, m], contiguous
+    return np.ascontiguousarray(x.swapaxes(-1, -2))  # (as the right operand of a batched matmul, a transposed VIEW
+    #                                                  makes NumPy skip BLAS: ~25x slower, measured)
 
 
 def merge_heads(x):  # [B, H, T, Dh] -> [B, T, D]
@@ -94,7 +100,7 @@ def attn_forward(x, layer, visible, num_heads):  # x [B, T, D] (ln_1's output) -
     B, T, D = x.shape
     qkv = x.reshape(B * T, D) @ layer.qkv_proj_weight.T  # [N, 3D]  q, k, v in one product (stacked [3D, D] weight)
     q, k, v = (split_heads(part.reshape(B, T, D), num_heads) for part in np.split(qkv, 3, axis=1))  # [B, H, T, Dh]
-    scores = q @ k.transpose(0, 1, 3, 2)  # [B, H, T, T]  q_i . k_j, NOT divided by sqrt(Dh)
+    scores = q @ transposed(k)  # [B, H, T, T]  q_i . k_j, NOT divided by sqrt(Dh)
     weights = softmax_forward(scores, visible)  # [B, H, T, T]
     merged = merge_heads(weights @ v).reshape(B * T, D)  # [N, D]  each head's weighted values, side by side
     out = merged @ layer.out_proj_weight.T + layer.out_proj_bias  # [N, D]
@@ -108,11 +114,11 @@ def attn_backward(dout, saved):  # dout [B, T, D] -> dx [B, T, D], grads {field:
     dout = dout.reshape(B * T, D)  # [N, D]
     dmerged = dout @ layer.out_proj_weight  # [N, D]
     dheads = split_heads(dmerged.reshape(B, T, D), H)  # [B, H, T, Dh]
-    dweights = dheads @ v.transpose(0, 1, 3, 2)  # [B, H, T, T]
-    dv = weights.transpose(0, 1, 3, 2) @ dheads  # [B, H, T, Dh]  key j collects from every query that took it
+    dweights = dheads @ transposed(v)  # [B, H, T, T]
+    dv = weights.swapaxes(-1, -2) @ dheads  # [B, H, T, Dh]  key j collects from every query that took it
     dscores = softmax_backward(dweights, weights)  # [B, H, T, T]
     dq = dscores @ k  # [B, H, T, Dh]
-    dk = dscores.transpose(0, 1, 3, 2) @ q  # [B, H, T, Dh]
+    dk = dscores.swapaxes(-1, -2) @ q  # [B, H, T, Dh]
     dqkv = np.concatenate([merge_heads(d).reshape(B * T, D) for d in (dq, dk, dv)], axis=1)  # [N, 3D]
     x = x.reshape(B * T, D)  # [N, D]
     grads = {

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import InputError, NeoNumpyError
-from .generation import check_room, stream_text
+from .generation import stream_text
 from .hub import DEFAULT_MODEL, SHORT_NAMES, missing_from_checkpoint, resolve_model_dir
 from .loading import load_model, open_checkpoint
 from .settings import GenerationSettings
@@ -39,6 +39,7 @@ FLAGS = {
         "threads": "--threads",
     },
     "eval": {"batch_size": "-b/--batch-size", "threads": "--threads"},
+    "finetune": {"threads": "--threads"},
 }
 
 
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_command(commands)
     add_download_command(commands)
     add_eval_command(commands)
-    # `finetune` goes here: its parser gets add_model_options(finetune, gpu=...) and add_seed_option(finetune, ...)
+    add_finetune_command(commands)
     return parser
 
 
@@ -177,6 +178,28 @@ def add_eval_command(commands) -> None:
     )
 
 
+def add_finetune_command(commands) -> None:
+    """`finetune`: its options here, its work in neo_numpy/finetune.py (run_finetune)."""
+    tune = commands.add_parser(
+        "finetune",
+        help="fine-tune a model on a text file",
+        description="Fine-tune a GPT-Neo checkpoint on a UTF-8 text file with AdamW, in NumPy, and save the result.",
+    )
+    add_model_options(tune, gpu=False)
+    add_seed_option(tune, "the choice of training windows")
+    tune.add_argument("--data", type=Path, required=True, help="the training text: a UTF-8 file")
+    tune.add_argument("--out", type=Path, required=True, help="the folder to write the fine-tuned checkpoint into")
+    tune.add_argument("--steps", type=int, default=100, help="optimizer steps (default: 100)")
+    tune.add_argument("--batch-size", type=int, default=4, help="windows per step (default: 4)")
+    tune.add_argument("--context", type=int, default=128, help="tokens per window (default: 128)")
+    tune.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default: 5e-5)")
+    tune.add_argument("--warmup", type=int, help="linear warm-up steps (default: a tenth of --steps)")
+    tune.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decay of matrices (default: 0.01)")
+    tune.add_argument("--eval-every", type=int, default=0, help="validation loss every N steps (default: start, end)")
+    tune.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of the windows (default: 0.1)")
+    tune.add_argument("--overwrite", action="store_true", help="write into --out even if it is not empty")
+
+
 def in_flags(error: NeoNumpyError, command: str) -> str:
     """The error's message, naming flags (`-n/--max-new-tokens`) where it names this command's parameters."""
     message = str(error)
@@ -197,6 +220,10 @@ def main(argv=None) -> int:
             from .evaluation import run_eval  # lm-eval (and with it torch) loads only here
 
             return run_eval(args)
+        if args.command == "finetune":
+            from .finetune import run_finetune
+
+            return run_finetune(args)
         return run_generate(args)
     except NeoNumpyError as error:
         report(f"error: {in_flags(error, args.command)}")
@@ -313,7 +340,7 @@ def run_generate(args) -> int:
     settings = replace(settings, eos_token_id=None if args.ignore_eos else checkpoint.config.eos_token_id)
     tokenizer = checkpoint.tokenizer
     prompt_ids = tokenizer.encode(read_prompt(source, args, context))
-    check_room(len(prompt_ids), settings.max_new_tokens, context)  # before the weights are read
+    settings.check_room(len(prompt_ids), context)  # before the weights are read
     model = load_model(checkpoint, backend=args.backend, dtype=args.dtype, threads=threads)
     load_seconds = time.perf_counter() - started
 

@@ -174,7 +174,7 @@ def _special_token_ids(raw: dict, vocab_size: int, source: str) -> dict:
     ids = {name: _token_id(raw[name], name, source) for name in ("bos_token_id", "eos_token_id")}
     outside = {name: value for name, value in ids.items() if value is not None and not 0 <= value < vocab_size}
     if outside:
-        named = " and ".join(f"{name} {value}" for name, value in outside.items())
+        named = " and ".join(f"{name} {quoted(value)}" for name, value in outside.items())
         effect = "; generation never stops at an end-of-text token" if "eos_token_id" in outside else ""
         verb = "is" if len(outside) == 1 else "are"
         log.warning(f"{source}: {named} outside the vocabulary (0 .. {vocab_size - 1}) {verb} ignored{effect}.")

@@ -26,7 +26,7 @@ def generate_tokens(model, input_ids, attention_mask, settings: GenerationSettin
     ids, mask = check_token_ids(input_ids, attention_mask, model.config)
     check_left_padded(mask)
     batch, prompt_length = ids.shape
-    check_room(prompt_length, settings.max_new_tokens, model.config.max_position_embeddings)
+    settings.check_room(prompt_length, model.config.max_position_embeddings)
     eos = settings.eos_token_id
     xp, rng = model.backend.xp, np.random.default_rng(settings.seed)
 
@@ -64,19 +64,6 @@ def generate_tokens(model, input_ids, attention_mask, settings: GenerationSettin
             return
         logits = model.step(tokens[:, None], next_position, new_token_visible, cache, last_positions=1)[:, -1]
         next_position = next_position + 1
-
-
-def check_room(prompt_length: int, max_new_tokens: int, context: int) -> None:
-    """The prompt and every new token but the last must fit the context: the last token is only chosen, never fed
-    back, so prompt + new tokens may be context + 1, as transformers computes it."""
-    room = context + 1 - prompt_length  # new tokens that fit
-    if max_new_tokens > room:
-        raise InputError(
-            f"the prompt has {prompt_length} token(s) and max_new_tokens asks for {max_new_tokens} more, beyond the "
-            f"model's {context}-position context "
-            + (f"(at most {room} new tokens fit)." if room > 0 else "(the prompt alone is longer)."),
-            parameter="max_new_tokens",
-        )
 
 
 def _not_finite_scores(logits: np.ndarray, settings: GenerationSettings) -> InputError:

@@ -43,6 +43,7 @@ FILES_NEEDED = [
     "tokenizer_config.json",
     "special_tokens_map.json",
 ]
+CHECKPOINT_PARTS = ("config.json", "safetensors weights", "tokenizer files")  # what neo_numpy reads of a folder
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -174,13 +175,13 @@ def missing_from_checkpoint(folder: Path) -> list:
 
 
 def missing_parts(present) -> list:
-    """The parts of a checkpoint that `present` (file name -> bool) does not find, in words."""
-    parts = {
-        "config.json": present("config.json"),
-        "safetensors weights": present("model.safetensors") or present("model.safetensors.index.json"),
-        "tokenizer files": present("tokenizer.json") or (present("vocab.json") and present("merges.txt")),
-    }
-    return [part for part, found in parts.items() if not found]
+    """The parts of a checkpoint (CHECKPOINT_PARTS) that `present` (file name -> bool) does not find."""
+    found = (
+        present("config.json"),
+        present("model.safetensors") or present("model.safetensors.index.json"),
+        present("tokenizer.json") or (present("vocab.json") and present("merges.txt")),
+    )
+    return [part for part, here in zip(CHECKPOINT_PARTS, found) if not here]
 
 
 def _has_every_shard(index: Path) -> bool:
@@ -201,11 +202,11 @@ def _repo_lacks(repo_id: str, lacking: list) -> str:
 
 
 def _offline_failure(repo_id: str, target: Path) -> str:
-    if kind_of(target) == "folder" and any(target.iterdir()):
-        missing = " and ".join(missing_from_checkpoint(target))
+    missing = missing_from_checkpoint(target) if kind_of(target) == "folder" else []
+    if missing and len(missing) < len(CHECKPOINT_PARTS):  # some of it is there
         return (
-            f"{target} holds an unfinished download of {repo_id} (no {missing}), and HF_HUB_OFFLINE is set; "
-            "finish it on a connected machine or pass a complete local checkpoint folder instead."
+            f"{target} holds an unfinished download of {repo_id} (no {' and no '.join(missing)}), and HF_HUB_OFFLINE "
+            "is set; finish it on a connected machine or pass a complete local checkpoint folder instead."
         )
     return (
         f"{repo_id} is not in {target} or the Hugging Face cache, and HF_HUB_OFFLINE is set; "

@@ -82,6 +82,18 @@ class GenerationSettings:
         if self.seed is not None and (not is_int(self.seed) or self.seed < 0):
             raise InputError(f"seed must be a non-negative integer or None, got {shown(self.seed)}.", parameter="seed")
 
+    def check_room(self, prompt_length: int, context: int) -> None:
+        """The prompt and every new token but the last must fit the context: the last token is only chosen, never
+        fed back, so prompt + max_new_tokens may be context + 1, as transformers computes it."""
+        room = context + 1 - prompt_length  # new tokens that fit
+        if self.max_new_tokens > room:
+            raise InputError(
+                f"the prompt has {prompt_length} token(s) and max_new_tokens asks for {self.max_new_tokens} more, "
+                f"beyond the model's {context}-position context "
+                + (f"(at most {room} new tokens fit)." if room > 0 else "(the prompt alone is longer)."),
+                parameter="max_new_tokens",
+            )
+
     def check_vocabulary(self, vocab_size: int) -> None:
         """The end-of-text id must be a token of the model (0 .. vocab_size - 1)."""
         if self.eos_token_id is not None and self.eos_token_id >= vocab_size:

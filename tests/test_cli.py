@@ -99,9 +99,11 @@ def eos_checkpoint(checkpoint_dirs, neo_models, tokenizer, cli_root):
     k = next(k for k in range(3, 40) if unstopped[k] not in unstopped[:k])
     folder = cli_root / "eos_checkpoint"
     folder.mkdir()
-    for item in checkpoint_dirs[MODEL].iterdir():
-        if item.name != "config.json":
+    for item in checkpoint_dirs[MODEL].iterdir():  # only model.safetensors may be a link out of its folder
+        if item.name == "model.safetensors":
             (folder / item.name).symlink_to(item)
+        elif item.name != "config.json":
+            shutil.copy(item, folder / item.name)
     config = json.loads((checkpoint_dirs[MODEL] / "config.json").read_text())
     config["eos_token_id"] = int(unstopped[k])
     (folder / "config.json").write_text(json.dumps(config))
@@ -153,6 +155,7 @@ def cli_runs(checkpoint_dirs, eos_checkpoint, cli_root):
         "top_k_negative": (["generate", "The dog", "-m", model, "--top-k", "-1"], None),
         "min_beyond_max": (["generate", "The dog", "-m", model, "-n", "5", "--min-new-tokens", "6"], None),
         "eval_help": (["eval", "--help"], None),
+        "finetune_help": (["finetune", "--help"], None),
         # argparse refuses these itself: a usage line, then "... error: ...", exit status 2
         "n_not_a_number": (["generate", "The dog", "-m", model, "-n", "many"], None),
     }

@@ -160,6 +160,44 @@ def draw_data_flow():
     return figure
 
 
+def draw_one_query():
+    """One query over a short phrase, with made-up 2-number vectors: q.k, then softmax, then the weighted sum of v."""
+    tokens = ["The", " Eiffel", " Tower", " is", " in"]
+    keys = np.array([[0.2, 0.1], [1.5, 0.3], [1.8, 0.5], [0.1, 0.9], [0.3, 0.6]])  # [5, 2]
+    values = np.array([[0.1, 0.2], [0.9, 0.1], [1.0, 0.4], [-0.2, 0.6], [0.0, -0.5]])  # [5, 2]
+    query = np.array([1.2, 0.2])  # the query of " in", the last token
+    scores = keys @ query  # [5]
+    weights = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()  # [5]
+    output = weights @ values  # [2]
+    figure = Figure(figsize=(13, 3.9))
+    labels = [repr(token)[1:-1] for token in tokens]
+    first, second, third = (figure.add_subplot(1, 3, index) for index in (1, 2, 3))
+    first.bar(labels, scores, color=COLORS["attention"], ec="black", lw=0.5)
+    first.set_title("1. scores: q('in') · k(j) for every visible j", fontsize=10)
+    second.bar(labels, weights, color=COLORS["stream"], ec="black", lw=0.5)
+    second.set_title("2. softmax: positive weights that sum to 1", fontsize=10)
+    for axis, numbers in ((first, scores), (second, weights)):
+        for x, number in enumerate(numbers):
+            axis.text(x, number, f"{number:.2f}", ha="center", va="bottom", fontsize=9)
+        axis.set_ylim(0, numbers.max() * 1.2)
+    for (x, y), label, weight in zip(values, labels, weights):
+        third.annotate("", (x, y), (0, 0), arrowprops=dict(arrowstyle="-|>", color="grey", alpha=0.3 + 0.7 * weight))
+        third.text(x, y, f" v({label}) × {weight:.2f}", fontsize=8, va="center")
+    third.annotate("", tuple(output), (0, 0), arrowprops=dict(arrowstyle="-|>", color="black", lw=2.5))
+    third.text(0.3, -0.3, "black: the output, Σ weight · v", fontsize=9, ha="left", va="center")
+    third.set_xlim(-0.5, 1.6)
+    third.set_ylim(-0.7, 0.9)
+    third.axhline(0, color="grey", lw=0.5)
+    third.axvline(0, color="grey", lw=0.5)
+    third.set_title("3. the weighted sum of the values", fontsize=10)
+    figure.suptitle(
+        "attention for one query, ' in', over 'The Eiffel Tower is in' (made-up vectors of 2 numbers, not a model's)",
+        fontsize=11,
+    )
+    figure.subplots_adjust(left=0.04, right=0.98, top=0.8, bottom=0.1, wspace=0.25)
+    return figure
+
+
 def visibility(kind, length, window):
     """rows[i][j] is True where query i may see key j (the same rule as neo_numpy/reference.py)."""
     return [[j <= i and (kind == "global" or j > i - window) for j in range(length)] for i in range(length)]
@@ -617,6 +655,7 @@ FIGURES = {
     "data_flow.png": draw_data_flow,
     "tokenization.png": draw_tokenization,
     "layer_norm.png": draw_layer_norm,
+    "one_query.png": draw_one_query,
     "masks.png": draw_masks,
     "local_saving.png": draw_local_saving,
     "gelu.png": draw_gelu,

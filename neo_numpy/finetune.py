@@ -1,0 +1,232 @@
+"""`python -m neo_numpy finetune`: fine-tune a GPT-Neo checkpoint on a text file, entirely in NumPy.
+
+    python -m neo_numpy finetune --model 125M --data notes.txt --out my-neo --steps 200 --batch-size 4 --context 128
+
+The text is read as UTF-8, split into documents on blank lines, tokenized with the checkpoint's own tokenizer,
+joined with <|endoftext|> after each document and cut into windows of --context tokens, as GPT-Neo was trained.
+The last --val-fraction of the windows is held out for a validation loss. Each step takes --batch-size random
+training windows, computes the loss and gradients (training.loss_and_grads), clips them to global norm 1 and takes an
+AdamW step with linear warm-up then cosine decay. The result is a checkpoint folder (config.json, model.safetensors,
+tokenizer files) that neo_numpy and transformers both load.
+
+Nothing is lost and nothing half-done is written: every input is checked before the output folder is created; Ctrl-C
+saves the last completed step (an update in progress finishes first, so weights are never half-updated); a loss or
+gradient that is not finite stops training before the update, and nothing is saved; files are written to a temporary
+name and renamed.
+"""
+
+import contextlib
+import math
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, NeoNumpyError
+from .loading import load_model, open_checkpoint
+from .saving import save_checkpoint
+from .threads import ThreadPlan, blas_threads
+from .training import AdamW, clip_grad_norm, learning_rate, loss_and_grads, named_parameters
+
+INTERRUPTED = 130
+CLIP_NORM = 1.0  # as nanoGPT
+
+
+def check_settings(args) -> None:
+    """Every number on the command line, before anything is read or created."""
+    ThreadPlan.choose(args.threads)  # the one check of a threads value (its error names the flag in the CLI)
+    if args.steps < 1:
+        raise InputError(f"--steps must be at least 1, got {args.steps}.")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be positive, got {args.batch_size}.")
+    if args.context < 2:
+        raise InputError(
+            f"--context must be at least 2 tokens (one to predict from, one to predict), got {args.context}."
+        )
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise InputError(f"--lr must be a positive number, got {args.lr}.")
+    if args.warmup is not None and args.warmup < 0:
+        raise InputError(f"--warmup must be 0 or more steps, got {args.warmup}.")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise InputError(f"--weight-decay must be 0 or a positive number, got {args.weight_decay}.")
+    if args.eval_every < 0:
+        raise InputError(
+            f"--eval-every must be 0 (start and end only) or a positive number of steps, got {args.eval_every}."
+        )
+    if not 0 <= args.val_fraction < 1:
+        raise InputError(f"--val-fraction must be at least 0 and below 1, got {args.val_fraction}.")
+
+
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    """--out may be absent (created at the end) or an empty folder; a non-empty one needs --overwrite."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"--out {out} exists and is not empty; pass --overwrite to write into it.")
+
+
+def read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InputError(f"could not read the training text {path} ({error.strerror or error}).") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"the training text {path} is not UTF-8 (byte {error.start} is invalid).") from None
+    if not text.strip():
+        raise InputError(f"the training text {path} is empty.")
+    return text
+
+
+def documents(text: str) -> list:
+    """The text split on blank lines (a file without one is one document); empty pieces dropped."""
+    return [piece.strip() for piece in re.split(r"\n[ \t\r]*\n", text) if piece.strip()]
+
+
+def token_windows(text: str, tokenizer, end_of_text: int, context: int, source: Path):
+    """int [W, context]: each document's tokens followed by <|endoftext|>, all in one stream, cut into windows."""
+    stream = []
+    for document in documents(text):
+        stream.extend(tokenizer.encode(document))
+        stream.append(end_of_text)
+    count = len(stream) // context
+    if count == 0:
+        raise InputError(
+            f"the training text {source} is {len(stream)} tokens long, shorter than one window of --context {context}."
+        )
+    return np.asarray(stream[: count * context], dtype=np.int64).reshape(count, context)
+
+
+def split_windows(windows, val_fraction: float):
+    """(training windows, validation windows): the last val_fraction of them held out, at least one when there are
+    two or more windows and val_fraction > 0, never all of them."""
+    count = len(windows)
+    held_out = 0 if val_fraction == 0 or count < 2 else min(count - 1, max(1, round(count * val_fraction)))
+    return windows[: count - held_out], windows[count - held_out :]
+
+
+def mean_loss(model, windows, batch: int) -> float:
+    """The mean next-token cross-entropy over `windows` (the engine's forward pass, batch windows at a time)."""
+    total, count = 0.0, 0
+    for start in range(0, len(windows), batch):
+        ids = windows[start : start + batch]  # [b, T]
+        logits = model.forward(ids)[:, :-1]  # [b, T - 1, V]
+        logits -= logits.max(axis=-1, keepdims=True)
+        target = np.take_along_axis(logits, ids[:, 1:, None], axis=-1)[..., 0]  # [b, T - 1]
+        total += float((np.log(np.exp(logits).sum(axis=-1)) - target).astype(np.float64).sum())
+        count += target.size
+    return total / count
+
+
+class DeferredInterrupt:
+    """`with DeferredInterrupt():` holds Ctrl-C back until the block ends, then raises KeyboardInterrupt: an AdamW
+    update is never cut in half. (Only the main thread can set signal handlers; elsewhere this does nothing.)"""
+
+    def __enter__(self):
+        self.pending = False
+        self.previous = None
+        with contextlib.suppress(ValueError):  # signal handlers can only be set in the main thread
+            self.previous = signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def _hold(self, signum, frame):
+        self.pending = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.pending and exc[0] is None:
+            raise KeyboardInterrupt
+        return False
+
+
+def run_finetune(args) -> int:
+    """The finetune subcommand: check everything, train, save. Returns the exit status."""
+    from tqdm.auto import tqdm
+
+    from .cli import report
+
+    check_settings(args)
+    check_output_folder(args.out, args.overwrite)
+    checkpoint = open_checkpoint(args.model)
+    config = checkpoint.config
+    if args.context > config.max_position_embeddings:
+        raise InputError(
+            f"--context {args.context} is beyond the model's {config.max_position_embeddings} positions "
+            "(max_position_embeddings)."
+        )
+    tokenizer = checkpoint.tokenizer
+    end_of_text = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else config.eos_token_id
+    windows = token_windows(read_text(args.data), tokenizer, end_of_text, args.context, args.data)
+    train, validation = split_windows(windows, args.val_fraction)
+    model = load_model(checkpoint, threads=args.threads)
+    warmup = args.steps // 10 if args.warmup is None else args.warmup
+    params = named_parameters(model.weights)
+    optimizer = AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    rng = np.random.default_rng(args.seed)  # --seed None: fresh entropy, as for sampling
+    tokens_per_step = args.batch_size * args.context
+
+    def validate():
+        return mean_loss(model, validation, args.batch_size) if len(validation) else None
+
+    first_validation = validate()
+    losses, completed, training_seconds = [], 0, 0.0
+    bar = tqdm(total=args.steps, desc="finetune", unit="step", file=sys.stderr, dynamic_ncols=True)
+    try:
+        # overflow is checked for (a non-finite loss or norm stops training), so NumPy's warnings would only repeat it
+        with blas_threads(model.threads.prefill), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for step in range(args.steps):
+                started = time.perf_counter()
+                ids = train[rng.integers(0, len(train), size=args.batch_size)]  # [B, T] random training windows
+                loss, grads = loss_and_grads(ids, model.weights, model.config)
+                norm = clip_grad_norm(grads, CLIP_NORM)
+                if not (math.isfinite(loss) and math.isfinite(norm)):
+                    bar.close()
+                    raise NeoNumpyError(
+                        f"the loss became {loss} (gradient norm {norm}) at step {step + 1}; training stopped and "
+                        f"nothing was saved. Lower --lr (it is {args.lr:g})."
+                    )
+                with DeferredInterrupt():
+                    optimizer.step(grads, lr=learning_rate(step, args.lr, warmup, args.steps))
+                completed, training_seconds = step + 1, training_seconds + time.perf_counter() - started
+                losses.append(loss)
+                postfix = f"loss {loss:.3f}, {completed * tokens_per_step / training_seconds:.0f} tok/s"
+                if args.eval_every and completed % args.eval_every == 0 and completed < args.steps and len(validation):
+                    postfix += f", val {validate():.3f}"
+                bar.set_postfix_str(postfix)
+                bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        if not completed:
+            report("interrupted before the first step finished; nothing was saved.")
+            return INTERRUPTED
+        save(model, params, checkpoint, args.out)
+        report(f"interrupted: saved the weights after step {completed} of {args.steps} to {args.out}")
+        return INTERRUPTED
+    bar.close()
+    last_validation = validate()
+    save(model, params, checkpoint, args.out)
+    rate = completed * tokens_per_step / training_seconds
+    summary = (
+        f"finetuned {checkpoint.folder.name} for {completed} steps of {args.batch_size} x {args.context} tokens "
+        f"in {training_seconds:.1f} s ({rate:.0f} tokens/s); training loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+    )
+    if first_validation is not None:
+        summary += f"; validation loss {first_validation:.4f} -> {last_validation:.4f} ({len(validation)} windows)"
+    else:
+        summary += "; no validation (one window of text, or --val-fraction 0)"
+    report(summary)
+    report(f"saved to {args.out}")
+    return 0
+
+
+def save(model, params, checkpoint, out: Path) -> None:
+    """The fine-tuned weights (never non-finite ones) with the source's tokenizer files, into `out`."""
+    for name, array in params.items():
+        if not np.isfinite(array).all():
+            raise NeoNumpyError(f"tensor {name} holds values that are not finite; nothing was saved.")
+    save_checkpoint(out, params, model.config, tokenizer_folder=checkpoint.folder)
