@@ -25,6 +25,8 @@ from checkpoints import SECRET, SOURCE, build_torch_model, save_checkpoint, writ
 import neo_numpy
 from neo_numpy import cli
 
+pytestmark = pytest.mark.slow  # every test runs `python -m neo_numpy` in subprocesses (about 2 minutes in all)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "alternating"
 FLAGS = [

@@ -30,6 +30,8 @@ from neo_numpy.cli import main  # noqa: E402
 from neo_numpy.errors import InputError  # noqa: E402
 from neo_numpy.evaluation import current_umask  # noqa: E402
 
+pytestmark = pytest.mark.slow  # lm-eval runs, in-process and as `python -m neo_numpy eval` (several minutes)
+
 CONTEXT = 64  # the test checkpoint's max_position_embeddings: rolling documents need several windows
 ROOT = Path(__file__).resolve().parent.parent
 VOCABULARY = (
