@@ -583,6 +583,14 @@ def test_over_long_name(load, tmp_path):
 
 
 @pytest.mark.parametrize("load", [neo_numpy.load_model, neo_numpy.load_tokenizer, neo_numpy.open_checkpoint])
+@pytest.mark.parametrize("name", ["\0", "a\0b", "{folder}/\0"], ids=["nul", "nul-inside", "nul-in-folder"])
+def test_name_with_a_nul_character(load, name, folder):
+    """os.stat raises ValueError ("embedded null byte") for such a name; it is one sentence here, shown escaped."""
+    with expect_error(CheckpointError, "NUL character", repr(name.format(folder=folder))):
+        load(name.format(folder=folder))
+
+
+@pytest.mark.parametrize("load", [neo_numpy.load_model, neo_numpy.load_tokenizer, neo_numpy.open_checkpoint])
 def test_folder_inside_a_folder_without_search_permission(load, folder, monkeypatch):
     """stat() of anything inside a folder without search (x) permission raises PermissionError (simulated: the
     tests run as root, which permissions do not stop)."""
