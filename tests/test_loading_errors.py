@@ -134,6 +134,23 @@ def test_null_attention_types_means_the_default(folder):
         neo_numpy.load_model(folder)
 
 
+def test_attention_layers_that_disagree_with_attention_types(folder):
+    """transformers keeps config.json's saved attention_layers (its blocks follow that list, not attention_types):
+    a file where the two disagree would load there with other numbers than here, so it is refused."""
+    path = edit_config(folder, attention_layers=["local", "global"])  # attention_types says global, global
+    require("transformers")
+    from transformers import GPTNeoConfig
+
+    assert GPTNeoConfig.from_pretrained(folder).attention_layers == ["local", "global"]
+    with expect_error(CheckpointError, path, "attention_layers", "['local', 'global']", "['global', 'global']"):
+        neo_numpy.load_model(folder)
+
+
+def test_attention_layers_that_agree_with_attention_types_load(folder):
+    edit_config(folder, attention_layers=["global", "global"])
+    assert neo_numpy.open_checkpoint(folder).config.attention_layers == ("global", "global")
+
+
 # ---------------------------------------------------------------------------------------------- weight files
 
 
