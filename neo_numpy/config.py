@@ -104,9 +104,11 @@ class NeoConfig:
                 f"{source}: hidden_size {sizes['hidden_size']} is not divisible by num_heads {sizes['num_heads']}."
             )
         _check_attention_types(raw["attention_types"], sizes["num_layers"], source)
+        attention_layers = expand_attention_types(raw["attention_types"])
+        _check_saved_attention_layers(raw.get("attention_layers"), attention_layers, source)
         return cls(
             **sizes,
-            attention_layers=expand_attention_types(raw["attention_types"]),
+            attention_layers=attention_layers,
             layer_norm_epsilon=_epsilon(raw["layer_norm_epsilon"], source),
             activation_function=activation,
             **_special_token_ids(raw, sizes["vocab_size"], source),
@@ -223,6 +225,20 @@ def _check_attention_types(attention_types, num_layers: int, source: str) -> Non
     if total != num_layers:
         raise CheckpointError(
             f"{source}: attention_types expands to {quoted(total)} layers but num_layers is {num_layers}."
+        )
+
+
+def _check_saved_attention_layers(saved, expanded: tuple, source: str) -> None:
+    """config.json's attention_layers, when present, must be what attention_types expands to.
+
+    GPTNeoConfig saves attention_layers beside attention_types, and on loading transformers keeps the saved list,
+    so its blocks follow attention_layers, not attention_types. neo_numpy expands attention_types: a file where the
+    two disagree would give numbers different from transformers', so it is refused rather than read one way.
+    """
+    if saved is not None and saved != list(expanded):
+        raise CheckpointError(
+            f"{source}: attention_layers {quoted(saved)} is not what attention_types expands to "
+            f"({quoted(list(expanded))}); the two must agree."
         )
 
 

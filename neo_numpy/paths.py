@@ -3,7 +3,8 @@
 Three rules, one place each:
 - `kind_of(path)` says what is at a path. Python 3.11's Path.exists() and is_dir() raise OSError for a name that is
   too long (errno 36) and PermissionError inside a folder without search permission; here every such error becomes
-  one CheckpointError sentence, and every path check of the package goes through here.
+  one CheckpointError sentence (as is the ValueError of a name holding a NUL character), and every path check of the
+  package goes through here.
 - `check_inside_folder(path, folder)`: a file that is a symbolic link must lead into the folder itself, or, in a
   Hugging Face cache snapshot (.../snapshots/<revision>/), into that repo's blobs/ folder, where the cache keeps the
   real files. A link elsewhere would make the loader read a file the user never pointed at.
@@ -31,6 +32,8 @@ def kind_of(path) -> str:
     """ "missing", "file", "folder", or what else is there ("FIFO", "socket", "device"), following symbolic links."""
     try:
         mode = Path(path).stat().st_mode
+    except ValueError:  # a NUL character: no file system path can hold one
+        raise CheckpointError(f"{shown(path)!r} is not a usable path: it holds a NUL character.") from None
     except OSError as error:
         if error.errno in (errno.ENOENT, errno.ENOTDIR):
             return "missing"

@@ -134,6 +134,23 @@ def test_null_attention_types_means_the_default(folder):
         neo_numpy.load_model(folder)
 
 
+def test_attention_layers_that_disagree_with_attention_types(folder):
+    """transformers keeps config.json's saved attention_layers (its blocks follow that list, not attention_types):
+    a file where the two disagree would load there with other numbers than here, so it is refused."""
+    path = edit_config(folder, attention_layers=["local", "global"])  # attention_types says global, global
+    require("transformers")
+    from transformers import GPTNeoConfig
+
+    assert GPTNeoConfig.from_pretrained(folder).attention_layers == ["local", "global"]
+    with expect_error(CheckpointError, path, "attention_layers", "['local', 'global']", "['global', 'global']"):
+        neo_numpy.load_model(folder)
+
+
+def test_attention_layers_that_agree_with_attention_types_load(folder):
+    edit_config(folder, attention_layers=["global", "global"])
+    assert neo_numpy.open_checkpoint(folder).config.attention_layers == ("global", "global")
+
+
 # ---------------------------------------------------------------------------------------------- weight files
 
 
@@ -580,6 +597,14 @@ def test_over_long_name(load, tmp_path):
     """Path.exists() raises OSError (errno 36) for a name this long on Python 3.11."""
     with expect_error(CheckpointError, "File name too long"):
         load(str(tmp_path / ("a" * 300)))
+
+
+@pytest.mark.parametrize("load", [neo_numpy.load_model, neo_numpy.load_tokenizer, neo_numpy.open_checkpoint])
+@pytest.mark.parametrize("name", ["\0", "a\0b", "{folder}/\0"], ids=["nul", "nul-inside", "nul-in-folder"])
+def test_name_with_a_nul_character(load, name, folder):
+    """os.stat raises ValueError ("embedded null byte") for such a name; it is one sentence here, shown escaped."""
+    with expect_error(CheckpointError, "NUL character", repr(name.format(folder=folder))):
+        load(name.format(folder=folder))
 
 
 @pytest.mark.parametrize("load", [neo_numpy.load_model, neo_numpy.load_tokenizer, neo_numpy.open_checkpoint])
