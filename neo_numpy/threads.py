@@ -13,8 +13,8 @@ policy. Generation, the layers and the callers of step set no BLAS threads of th
 
 BLAS threads only speed up the matrix products. A prompt's elementwise work (LayerNorm, GELU, bias) and its
 attention blocks go to `RowPool`, a few Python threads: NumPy releases the GIL inside ufuncs and BLAS calls, so
-blocks of rows do run on several cores at once. While the pool runs, BLAS gets one thread (the pool is the
-parallelism). Its threads sleep while they wait for work (BLAS threads spin for a while).
+blocks of rows do run on several cores at once. While the pool runs attention blocks, BLAS gets one thread (the
+pool is the parallelism). Its threads sleep while they wait for work (BLAS threads spin for a while).
 """
 
 import os
@@ -125,21 +125,28 @@ class RowPool:
         self._executor = None  # started on first use
 
     def rows(self, function, count: int):
-        """function(start, stop) over row blocks covering 0 .. count-1; a few rows (a decode step) run inline."""
+        """function(start, stop) over row blocks covering 0 .. count-1, for elementwise work (no BLAS inside, so
+        BLAS keeps its threads: switching them costs more than it saves); a few rows (a decode step) run inline."""
         if count < 2 * self.block_rows or self.workers == 1:
             function(0, count)
             return
         blocks = [(start, min(start + self.block_rows, count)) for start in range(0, count, self.block_rows)]
-        self.run(lambda block: function(*block), blocks)
+        self._share(lambda block: function(*block), blocks)
 
     def run(self, function, items):
-        """function(item) for every item, on all workers (this thread included), each taking the next item when
-        it is done; returns when all are done. BLAS gets one thread meanwhile: the pool is the parallelism."""
+        """function(item) for every item, which may call BLAS (attention blocks); returns when all are done.
+        BLAS gets one thread meanwhile: the pool is the parallelism. One item, or a pool of 1, runs inline."""
         items = list(items)
         if self.workers == 1 or len(items) == 1:
             for item in items:
                 function(item)
             return
+        with blas_threads(1):
+            self._share(function, items)
+
+    def _share(self, function, items: list):
+        """function(item) for every item on all workers (this thread included), each taking the next item when it
+        is done; returns when all are done."""
         pending, lock = iter(items), threading.Lock()
 
         def work():
@@ -152,11 +159,10 @@ class RowPool:
 
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="neo_numpy")
-        with blas_threads(1):
-            helpers = [self._executor.submit(work) for _ in range(self.workers - 1)]
-            work()
-            for helper in helpers:
-                helper.result()
+        helpers = [self._executor.submit(work) for _ in range(self.workers - 1)]
+        work()
+        for helper in helpers:
+            helper.result()
 
 
 INLINE = RowPool(1)  # runs everything in the calling thread: the default pool of the layer functions

@@ -361,3 +361,22 @@ def test_decode_takes_lists_tuples_arrays_and_iterators(tokenizer):
     for ids in ([15496, 995], (15496, 995), np.array([15496, 995]), iter([15496, 995])):
         assert tokenizer.decode(ids) == "Hello world"
     assert tokenizer.decode([]) == ""
+
+
+def test_tokenizer_without_endoftext(tmp_path):
+    """<|endoftext|> renamed: AutoTokenizer adds it back as a new token (50257, GPT2Tokenizer's default eos, bos and
+    unk), which GPT-Neo's 50257 embeddings cannot take, so the folder is refused. With those special tokens set to
+    null the tokenizer has no end-of-text token at all: eos_token_id is None, which the lm-eval model must handle."""
+    folder = tokenizer_folder(tmp_path, "plain")
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt_neo"}))
+    edited_json(folder, "tokenizer.json", rename_endoftext)
+    with pytest.raises(CheckpointError, match="up to 50257"):
+        neo_numpy.load_tokenizer(folder)
+    (folder / "tokenizer_config.json").write_text(json.dumps(dict.fromkeys(["bos_token", "eos_token", "unk_token"])))
+    assert_same_as_auto_tokenizer(folder)
+    assert neo_numpy.load_tokenizer(folder).eos_token_id is None
+
+
+def rename_endoftext(raw):
+    raw["added_tokens"][0]["content"] = "<|end|>"
+    raw["model"]["vocab"]["<|end|>"] = raw["model"]["vocab"].pop("<|endoftext|>")
