@@ -7,7 +7,7 @@ token and predicts the token after it: a previous-token head and an induction he
 local one with window 4 (it can only look back 3 tokens: enough for the previous-token head, never enough to reach the
 first copy) and a global one.
 
-    python -m neo_numpy.tiny                     # rebuilds notebooks/tiny_model/ (about half a minute on 2 cores)
+    python -m neo_numpy.tiny                     # rebuilds notebooks/tiny_model/ (3000 steps; see its README)
     model = neo_numpy.load_model("notebooks/tiny_model")
 
 Initialisation: transformers' GPT-Neo initialisation (`_init_weights`) with initializer_range 0.1: every linear
@@ -53,7 +53,7 @@ TINY_CONFIG = NeoConfig(
 )
 INITIALIZER_RANGE = 0.1
 SHORTEST, LONGEST = 16, 24  # tokens before the repeat
-STEPS = 1500
+STEPS = 3000
 
 
 def repeat_batch(rng, batch: int, vocab: int = 32, length: int = None):
