@@ -61,8 +61,7 @@ class ThreadPlan:
             return cls(prefill=cores)
         if not _is_count(threads, cores):
             raise InputError(
-                f"threads must be None or a whole number from 1 to {cores} (the cores this process may use), "
-                f"got {threads!r}.",
+                f"threads must be a whole number from 1 to {cores} (the cores this process may use), got {threads!r}.",
                 parameter="threads",
             )
         return cls(int(threads), int(threads))

@@ -86,6 +86,11 @@ def loss_and_grads(input_ids, weights, config):
     model; float64 weights give float64 gradients). With a tied head the wte gradient holds both the embedding's
     and the head's contributions.
     """
+    if not isinstance(weights.wte, np.ndarray):
+        raise InputError(
+            "training runs on NumPy weights only (load the model with backend='numpy'), "
+            f"got {type(weights.wte).__module__}.{type(weights.wte).__name__} arrays."
+        )
     ids = check_token_ids(input_ids, None, config)[0]  # [B, T] int64; refuses ids outside the vocabulary
     B, T = ids.shape
     D = config.hidden_size

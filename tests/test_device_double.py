@@ -215,6 +215,16 @@ def test_device_arrays_as_input_ids_are_refused_in_one_sentence(on_device):
         next(models["all_global"].stream(device.asarray(ids[0])))
 
 
+def test_training_on_device_weights_is_refused_in_one_sentence(on_device):
+    """Training (neo_numpy.training, the finetune command) runs on NumPy weights only: one sentence, no host copy."""
+    from neo_numpy.training import loss_and_grads
+
+    device, models = on_device
+    model = models["all_global"]
+    with expect_error(InputError, "NumPy weights only", "backend='numpy'"):
+        loss_and_grads(np.arange(8)[None], model.weights, model.config)
+
+
 def test_float16_weights_run_on_the_device(on_device, checkpoint_dirs):
     """float16 storage (the GPU's option) through the same code: arrays stay float16 on the device, logits come back
     float32 and close to float32's. The double computes float16 as NumPy does, not as CuPy's kernels do."""
