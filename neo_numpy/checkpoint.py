@@ -96,6 +96,13 @@ class NeoWeights:
     ln_f_bias: object  # [hidden]
     lm_head_weight: object  # [vocab, hidden]: wte itself unless the file stores a separate lm_head.weight
 
+    def __setattr__(self, name, value):
+        """A tied head is wte itself: assigning a new wte moves the head with it, so the head never keeps the old
+        embedding (training and saving tell a tied head by `lm_head_weight is wte`)."""
+        if name == "wte" and "lm_head_weight" in self.__dict__ and self.lm_head_weight is self.wte:
+            super().__setattr__("lm_head_weight", value)
+        super().__setattr__(name, value)
+
 
 LAYER_TENSORS = {  # LayerWeights field -> (name inside "transformer.h.{i}.", shape from the config)
     "ln_1_weight": ("ln_1.weight", lambda c: (c.hidden_size,)),
