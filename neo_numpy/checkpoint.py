@@ -97,11 +97,15 @@ class NeoWeights:
     lm_head_weight: object  # [vocab, hidden]: wte itself unless the file stores a separate lm_head.weight
 
     def __setattr__(self, name, value):
-        """A tied head is wte itself: assigning a new wte moves the head with it, so the head never keeps the old
-        embedding (training and saving tell a tied head by `lm_head_weight is wte`)."""
-        if name == "wte" and "lm_head_weight" in self.__dict__ and self.lm_head_weight is self.wte:
-            super().__setattr__("lm_head_weight", value)
-        super().__setattr__(name, value)
+        """wte is also the output head when the two are tied: a new array for either would leave the other on the old
+        one, so once set, wte and lm_head_weight are replaced by copying into their arrays (as q/k/v are)."""
+        if name in TIED_FIELDS and name in self.__dict__:
+            _copy_into(self.__dict__[name], value, name)
+        else:
+            object.__setattr__(self, name, value)
+
+
+TIED_FIELDS = ("wte", "lm_head_weight")  # one array in a tied checkpoint
 
 
 LAYER_TENSORS = {  # LayerWeights field -> (name inside "transformer.h.{i}.", shape from the config)

@@ -89,6 +89,12 @@ class NeoNumpyLM(TemplateLM):
         return self.tokenizer.eos_token_id
 
     @property
+    def prefix_token_id(self) -> int:
+        """The token put before an empty context and each rolling window: bos, else eos, as HFLM chooses it."""
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.eot_token_id
+
+    @property
     def max_length(self) -> int:
         return self.model.config.max_position_embeddings
 

@@ -38,13 +38,15 @@ class NeoTokenizer:
 
     eos_token_id: the id of the tokenizer's end-of-text token (<|endoftext|>, 50256, unless tokenizer_config.json
     names another eos_token), or None when the tokenizer names none.
+    bos_token_id: the same for its beginning-of-text token (also <|endoftext|> in GPT-2's and GPT-Neo's tokenizers).
     """
 
-    def __init__(self, tokenizer, eos_token=END_OF_TEXT):
+    def __init__(self, tokenizer, eos_token=END_OF_TEXT, bos_token=END_OF_TEXT):
         tokenizer.no_truncation()  # a tokenizer's own truncation or padding would change every prompt silently
         tokenizer.no_padding()
         self._tokenizer = tokenizer  # a tokenizers.Tokenizer
         self.eos_token_id = tokenizer.token_to_id(eos_token) if eos_token is not None else None
+        self.bos_token_id = tokenizer.token_to_id(bos_token) if bos_token is not None else None
         self.vocab_size = tokenizer.get_vocab_size()
 
     def encode(self, text: str) -> list:
@@ -123,7 +125,8 @@ def tokenizer_from_folder(folder: Path, config=None) -> NeoTokenizer:
     folder = Path(folder)
     settings = tokenizer_settings(folder)
     vocab, merges, added = _vocabulary(folder)
-    tokenizer = NeoTokenizer(gpt2_tokenizer(vocab, merges, added, settings), settings["eos_token"])
+    bpe = gpt2_tokenizer(vocab, merges, added, settings)
+    tokenizer = NeoTokenizer(bpe, eos_token=settings["eos_token"], bos_token=settings["bos_token"])
     if config is not None:
         tokenizer.check_fits(config, folder)
     return tokenizer

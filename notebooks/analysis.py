@@ -13,6 +13,7 @@ second half to i - n + 1, the token that followed the earlier copy of the curren
 the model's size: the same functions run on the tiny trained model and on the released ones.
 """
 
+import nb_setup  # noqa: F401  (first: it makes neo_numpy importable from a checkout that is not installed)
 import numpy as np
 from IPython.display import display
 

@@ -25,6 +25,8 @@ from checkpoints import SECRET, SOURCE, build_torch_model, save_checkpoint, writ
 import neo_numpy
 from neo_numpy import cli
 
+pytestmark = pytest.mark.slow  # every test runs `python -m neo_numpy` in subprocesses (about 2 minutes in all)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "alternating"
 FLAGS = [
@@ -153,6 +155,7 @@ def cli_runs(checkpoint_dirs, eos_checkpoint, cli_root):
         "top_k_negative": (["generate", "The dog", "-m", model, "--top-k", "-1"], None),
         "min_beyond_max": (["generate", "The dog", "-m", model, "-n", "5", "--min-new-tokens", "6"], None),
         "eval_help": (["eval", "--help"], None),
+        "finetune_help": (["finetune", "--help"], None),
         # argparse refuses these itself: a usage line, then "... error: ...", exit status 2
         "n_not_a_number": (["generate", "The dog", "-m", model, "-n", "many"], None),
     }

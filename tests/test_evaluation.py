@@ -30,6 +30,8 @@ from neo_numpy.cli import main  # noqa: E402
 from neo_numpy.errors import InputError  # noqa: E402
 from neo_numpy.evaluation import current_umask  # noqa: E402
 
+pytestmark = pytest.mark.slow  # lm-eval runs, in-process and as `python -m neo_numpy eval` (several minutes)
+
 CONTEXT = 64  # the test checkpoint's max_position_embeddings: rolling documents need several windows
 ROOT = Path(__file__).resolve().parent.parent
 VOCABULARY = (
@@ -516,3 +518,27 @@ def test_eval_on_an_ascii_stdout_prints_the_table_and_writes_the_output(eval_che
     assert "neo_choice" in done.stdout and "\\u2191" in done.stdout  # the table's arrow, as an escape
     assert json.loads(output.read_text())["results"]["neo_choice"]["acc,none"] >= 0
     assert output.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # as any new file, not 0o600
+
+
+def test_rolling_windows_and_empty_contexts_begin_with_bos_as_in_hflm(eval_checkpoint, tmp_path):
+    """A tokenizer whose bos_token is not its eos_token: HFLM puts bos before an empty context and each rolling
+    window (eos only when there is no bos); so does neo_numpy, and every log-likelihood agrees."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from neo_numpy.lm_eval_model import NeoNumpyLM
+
+    folder = shutil.copytree(eval_checkpoint, tmp_path / "own_bos")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"bos_token": "!"}), encoding="utf-8")
+    ours = NeoNumpyLM(folder, batch_size=2)
+    assert ours.prefix_token_id == ours.tokenizer.encode("!")[0] != ours.eot_token_id
+    document = " ".join(VOCABULARY.split()[:90])  # longer than the 64-position context: several windows
+    rolling = [Instance("loglikelihood_rolling", {}, (document,), 0)]
+    empty_context = [Instance("loglikelihood", {}, ("", " the river"), 0)]
+    theirs = HFLM(pretrained=str(folder), dtype="float32", device="cpu", batch_size=1)
+    assert theirs.prefix_token_id == ours.prefix_token_id
+    for requests, method in ((rolling, "loglikelihood_rolling"), (empty_context, "loglikelihood")):
+        mine, reference = getattr(ours, method)(requests), getattr(theirs, method)(requests)
+        mine = [item[0] if isinstance(item, tuple) else item for item in mine]
+        reference = [item[0] if isinstance(item, tuple) else item for item in reference]
+        assert np.allclose(mine, reference, rtol=1e-5, atol=0), (method, mine, reference)

@@ -196,3 +196,16 @@ def test_q_k_v_weights_never_go_stale(torch_models, tmp_path):
             with pytest.raises(neo_numpy.InputError, match=rf"^{field} takes a ndarray of dtype float32 and shape"):
                 setattr(layer, field, value)
     assert np.array_equal(model.forward(ids), reference)
+
+
+def test_tied_embedding_and_head_never_go_stale(neo_models):
+    """In a tied checkpoint wte is the output head: assigning either one changes both, through the same array."""
+    weights = copy.deepcopy(neo_models["alternating"].weights)
+    wte = weights.wte
+    assert weights.lm_head_weight is wte
+    weights.wte = np.zeros_like(wte)
+    assert weights.wte is wte and weights.lm_head_weight is wte and not wte.any()
+    weights.lm_head_weight = np.ones_like(wte)
+    assert weights.wte.all()
+    with pytest.raises(neo_numpy.InputError, match=r"^wte takes a ndarray of dtype float32"):
+        weights.wte = wte[:10]

@@ -119,6 +119,7 @@ def execute(path, model_folder=None):
     return notebook
 
 
+@pytest.mark.slow  # each notebook executed in a kernel of its own
 @pytest.mark.parametrize("path, checkpoint", RUNS, ids=[f"{path.stem}-{checkpoint}" for path, checkpoint in RUNS])
 def test_notebook_runs(path, checkpoint, checkpoint_dirs):
     notebook = execute(path, checkpoint_dirs[checkpoint])

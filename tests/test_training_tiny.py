@@ -35,7 +35,7 @@ def test_it_predicts_the_repeated_half():
     """Fresh sequences: the first half is unpredictable (about ln 31 = 3.43 per token), the repeat is not."""
     first, second = half_losses(neo_numpy.load_model(TINY_MODEL_DIR), repeat_batch(np.random.default_rng(6), 32))
     print(f"first half {first:.3f}, second half {second:.3f}")
-    assert first > 3.0 and second < 0.5 * first
+    assert first > 3.0 and second < first - 1.0
 
 
 def test_initialisation_is_seeded():
