@@ -61,7 +61,12 @@ def resolve_model_dir(name_or_path) -> Path:
     name = str(name_or_path)
     if not name.strip():
         raise ModelNotFoundError("the model name is empty: pass 125M, 1.3B, 2.7B, a hub id or a checkpoint folder.")
-    local = Path(name).expanduser()
+    try:
+        local = Path(name).expanduser()
+    except RuntimeError:  # "~someone/..." for a user this machine does not know (or no home folder at all)
+        raise ModelNotFoundError(
+            f"{shown(name)} does not exist: its home folder cannot be found; pass an existing checkpoint folder."
+        ) from None
     kind = kind_of(local)
     if kind == "folder":
         return local

@@ -128,6 +128,18 @@ def test_missing_path_is_named(tmp_path, monkeypatch, weights, kind):
     assert fake.calls == []
 
 
+@pytest.mark.parametrize("name", ["~no_such_user_xyz/model", "~no_such_user_xyz"])
+def test_home_of_an_unknown_user_is_named(name, weights, monkeypatch):
+    """Path.expanduser() raises RuntimeError ("Could not determine home directory") for "~user" of an unknown user."""
+    fake = install(monkeypatch, FakeSnapshotDownload())
+    with expect_error(ModelNotFoundError, name, "does not exist", "home folder"):
+        resolve_model_dir(name)
+    for load in (neo_numpy.load_model, neo_numpy.load_tokenizer, neo_numpy.open_checkpoint):
+        with expect_error(ModelNotFoundError, name):
+            load(name)
+    assert fake.calls == []
+
+
 def test_a_file_is_not_a_checkpoint_folder(tmp_path):
     file = tmp_path / "model.safetensors"
     file.write_bytes(b"x")
