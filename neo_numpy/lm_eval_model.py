@@ -116,6 +116,19 @@ class NeoNumpyLM(TemplateLM):
 
     # ------------------------------------------------------------------ loglikelihood
 
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list:
+        """TemplateLM's loglikelihood (it encodes each (context, continuation) pair), after checking that each pair
+        is two strings with a continuation to score: TemplateLM fails on an empty one with an IndexError, as HFLM."""
+        for request in requests:
+            pair = request.args
+            texts = isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(text, str) for text in pair)
+            if not (texts and pair[1]):
+                raise InputError(
+                    "a loglikelihood request must be (context, continuation), two strings with a non-empty "
+                    f"continuation, got {pair!r:.80}."
+                )
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list:
         """(sum of log-probabilities, is_greedy) for each (request, context ids, continuation ids), in order.
 
@@ -204,7 +217,14 @@ class NeoNumpyLM(TemplateLM):
 
     def task_settings(self, generation_kwargs: dict, eos_text: str):
         """(stop strings, max_gen_toks, the other settings) from a task's generation_kwargs, normalised as HFLM
-        does; max_gen_toks must leave the prompt a place in the context, as HFLM asserts."""
+        does; max_gen_toks must leave the prompt a place in the context, as HFLM asserts. HFLM asserts that
+        generation_kwargs is a dict, and fails on a stop that is not a string (it encodes each stop): both are
+        refused here."""
+        if not isinstance(generation_kwargs, dict):
+            raise InputError(f"a task's generation_kwargs must be a mapping, got {type(generation_kwargs).__name__}.")
+        until = generation_kwargs.get("until", [])
+        if not (isinstance(until, str) or (isinstance(until, list) and all(isinstance(stop, str) for stop in until))):
+            raise InputError(f"the task's until must be a stop string or a list of stop strings, got {until!r}.")
         try:
             settings = normalize_gen_kwargs(generation_kwargs, self.max_gen_toks)
             until = handle_stop_sequences(settings.pop("until", None), eos=eos_text)

@@ -476,6 +476,8 @@ def hostile_tasks(task_folder, tmp_path_factory):
     task_variant(task_folder, folder, "neo_lambada", "neo_missing_field", doc_to_text="{{no_such_field}}")
     settings = {"until": ["\n"], "max_gen_toks": 0, "do_sample": False}
     task_variant(task_folder, folder, "neo_generate", "neo_no_room", generation_kwargs=settings)
+    settings = {"until": None, "max_gen_toks": 3, "do_sample": False}  # lm-eval makes it [None]; HFLM fails on it
+    task_variant(task_folder, folder, "neo_generate", "neo_until_null", generation_kwargs=settings)
     task_variant(task_folder, folder, "neo_choice", "neo_choice")
     return folder
 
@@ -487,6 +489,7 @@ def hostile_tasks(task_folder, tmp_path_factory):
         ("neo_broken_json", [], ["data of neo_broken_json could not be read", "JSON"]),
         ("neo_missing_field", [], ["neo_missing_field", "no_such_field"]),
         ("neo_no_room", [], ["the task's max_gen_toks", "got 0"]),  # its own line, not inside the progress bar
+        ("neo_until_null", [], ["the task's until must be a stop string", "got None"]),
     ],
 )
 def test_eval_tasks_that_cannot_run_are_one_error_line(task, flags, words, eval_checkpoint, hostile_tasks, capsys):
@@ -494,6 +497,27 @@ def test_eval_tasks_that_cannot_run_are_one_error_line(task, flags, words, eval_
     assert main(args) == 1
     line = error_line(capsys.readouterr().err)
     assert all(word in line for word in words) and "max_new_tokens" not in line, line
+
+
+@pytest.mark.parametrize(
+    "request_type, args, words",
+    [
+        ("loglikelihood", ("", ""), "non-empty continuation, got ('', '')"),  # TemplateLM: IndexError
+        ("loglikelihood", ("a", None), "two strings"),
+        ("generate_until", ("The dog", {"until": 5, "max_gen_toks": 2}), "until must be a stop string"),
+        ("generate_until", ("The dog", {"until": ["\n", None], "max_gen_toks": 2}), "got ['\\n', None]"),
+        ("generate_until", ("The dog", "until"), "generation_kwargs must be a mapping, got str"),  # HFLM asserts
+    ],
+)
+def test_lm_eval_requests_that_hflm_cannot_run_are_one_input_error(request_type, args, words, eval_checkpoint):
+    from lm_eval.api.instance import Instance
+
+    from neo_numpy.lm_eval_model import NeoNumpyLM
+
+    lm = NeoNumpyLM(eval_checkpoint)
+    with pytest.raises(InputError) as raised:
+        getattr(lm, request_type)([Instance(request_type, {}, args, 0)], disable_tqdm=True)
+    assert words in str(raised.value) and "\n" not in str(raised.value)  # one line
 
 
 def test_eval_refuses_a_tokenizer_without_endoftext_that_generate_accepts(eval_checkpoint, task_folder, tmp_path):
