@@ -7,10 +7,12 @@ and a non-zero exit status, never a traceback; an error about a parameter names 
 """
 
 import argparse
+import logging
 import os
 import re
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -213,27 +215,77 @@ def in_flags(error: NeoNumpyError, command: str) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     show_unencodable_characters_as_escapes()
+    with warnings_held_back():
+        try:
+            status = run_command(args)
+        except NeoNumpyError as error:
+            report(f"error: {in_flags(error, args.command)}")
+            return 1
+        except KeyboardInterrupt:  # Ctrl-C before generation began (loading, downloading): no traceback either
+            report("interrupted")
+            return INTERRUPTED
+        except BrokenPipeError:  # `... | head`: the reader has gone, so stop quietly (Python's docs on SIGPIPE)
+            discard_stdout()
+            return BROKEN_PIPE
+        show_warnings()  # the command went ahead: any warning not shown yet is shown now
+        return status
+
+
+def run_command(args) -> int:
+    if args.command == "download":
+        return run_download(args)
+    if args.command == "eval":
+        from .evaluation import run_eval  # lm-eval (and with it torch) loads only here
+
+        return run_eval(args)
+    if args.command == "finetune":
+        from .finetune import run_finetune
+
+        return run_finetune(args)
+    return run_generate(args)
+
+
+class HeldWarnings(logging.Handler):
+    """neo_numpy's logged warnings as `warning: ...` lines on stderr, held back until the command goes ahead
+    (show_held; Handler.release is logging's lock), so that a command that fails prints its `error:` line alone."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.held = []  # lines not printed yet; None once shown
+
+    def emit(self, record) -> None:
+        line = f"warning: {record.getMessage()}"
+        if self.held is None:
+            report(line)
+        else:
+            self.held.append(line)
+
+    def show_held(self) -> None:
+        for line in self.held or []:
+            report(line)
+        self.held = None
+
+
+@contextmanager
+def warnings_held_back():
+    """While a command runs, the "neo_numpy" logger writes through HeldWarnings only (the Python API keeps logging's
+    own handlers: this is the command line's choice)."""
+    logger = logging.getLogger("neo_numpy")
+    handler, propagate = HeldWarnings(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
     try:
-        if args.command == "download":
-            return run_download(args)
-        if args.command == "eval":
-            from .evaluation import run_eval  # lm-eval (and with it torch) loads only here
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
-            return run_eval(args)
-        if args.command == "finetune":
-            from .finetune import run_finetune
 
-            return run_finetune(args)
-        return run_generate(args)
-    except NeoNumpyError as error:
-        report(f"error: {in_flags(error, args.command)}")
-        return 1
-    except KeyboardInterrupt:  # Ctrl-C before generation began (loading, downloading): no traceback either
-        report("interrupted")
-        return INTERRUPTED
-    except BrokenPipeError:  # `... | head`: the reader has gone, so stop quietly (Python's docs on SIGPIPE)
-        discard_stdout()
-        return BROKEN_PIPE
+def show_warnings() -> None:
+    """Print the warnings held so far and any later ones at once: loading succeeded, the command goes ahead."""
+    for handler in logging.getLogger("neo_numpy").handlers:
+        if isinstance(handler, HeldWarnings):
+            handler.show_held()
 
 
 def run_download(args) -> int:
@@ -343,6 +395,7 @@ def run_generate(args) -> int:
     settings.check_room(len(prompt_ids), context)  # before the weights are read
     model = load_model(checkpoint, backend=args.backend, dtype=args.dtype, threads=threads)
     load_seconds = time.perf_counter() - started
+    show_warnings()
 
     if not args.no_echo:
         write(tokenizer.decode(prompt_ids))

@@ -57,6 +57,9 @@ def run_eval(args) -> int:
     model = NeoNumpyLM(
         args.model, batch_size=args.batch_size, backend=args.backend, dtype=args.dtype, threads=args.threads
     )
+    from .cli import show_warnings
+
+    show_warnings()  # the model loaded: its warnings now, before the run
     limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
     try:
         results = simple_evaluate(

@@ -335,6 +335,36 @@ def test_a_bad_command_line_is_one_error_line(cli_runs):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "invalid" in lines[0] and "--help" in lines[0], stderr
 
 
+def with_eos_outside_the_vocabulary(source: Path, folder: Path, tokenizer: bool) -> Path:
+    """A copy of checkpoint `source` whose config.json's eos_token_id (60000) is outside its vocabulary, which loads
+    with one logged warning, as in transformers; without its tokenizer files unless `tokenizer`."""
+    folder.mkdir()
+    for item in source.iterdir():
+        if item.name == "model.safetensors":
+            (folder / item.name).symlink_to(item)
+        elif item.name != "config.json" and (tokenizer or not item.name.startswith(("tokenizer", "vocab", "merges"))):
+            shutil.copy(item, folder / item.name)
+    config = json.loads((source / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "eos_token_id": 60000}))
+    return folder
+
+
+def test_a_warning_is_one_warning_line_shown_only_when_the_command_goes_ahead(checkpoint_dirs, cli_root, capsys):
+    failing = with_eos_outside_the_vocabulary(checkpoint_dirs[MODEL], cli_root / "oov_eos_no_tokenizer", False)
+    assert cli.main(["generate", "The dog", "-m", str(failing), "-n", "2"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "tokenize" in lines[0], lines
+
+    working = with_eos_outside_the_vocabulary(checkpoint_dirs[MODEL], cli_root / "oov_eos", True)
+    assert cli.main(["generate", "The dog", "-m", str(working), "-n", "2"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    (warning,) = [line for line in lines if "60000" in line]
+    assert warning.startswith("warning: ") and "eos_token_id 60000 outside the vocabulary" in warning, lines
+    assert lines.index(warning) == 0 and not any(line.startswith("error") for line in lines), lines
+    assert captured.out.startswith("The dog") and "2 new tokens" in lines[-1], captured
+
+
 # --------------------------------------------------------------------------- Ctrl-C
 
 
