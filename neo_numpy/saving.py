@@ -12,6 +12,7 @@ checkpoint is written complete under a temporary name beside its destination, th
 folder it replaces is removed only after that, so no file of an older checkpoint survives in the new one.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -116,6 +117,8 @@ class StagedFolder:
             raise NeoNumpyError(f"{shown(out)} is the root of the file system, not a folder a checkpoint can replace.")
         self.folder = self.out.with_name(f".{self.out.name}.partial-{os.getpid()}")
         self.keep = False
+        missing = [folder for folder in self.out.parents if kind_of(folder) == "missing"]
+        self.created = missing[::-1]  # the folders above out this creates, outermost first; discard() removes them
         parent = kind_of(self.out.parent)
         if parent not in ("missing", "folder"):
             where = shown(self.out.parent)
@@ -144,13 +147,20 @@ class StagedFolder:
                 f"could not move the new checkpoint to {shown(self.out)} ({error.strerror or error}); "
                 f"it is complete in {shown(self.folder)}."
             ) from None
+        if old.is_symlink():  # --out was a link to a folder: the link is replaced, the folder it led to is left alone
+            old.unlink()
         shutil.rmtree(old, ignore_errors=True)
+        self.created = []  # they hold the checkpoint now
         return self.out
 
     def discard(self) -> None:
-        """Remove the staged folder, if it is still there and is not a complete checkpoint install() could not move."""
+        """Remove the staged folder (unless it is a complete checkpoint install() could not move) and the folders
+        above --out that were created for it."""
         if not self.keep:
             shutil.rmtree(self.folder, ignore_errors=True)
+            for folder in reversed(self.created):  # innermost first; each is empty unless something else wrote there
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 class _replaced_atomically:

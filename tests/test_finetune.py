@@ -176,13 +176,13 @@ def test_bad_input_is_one_error_line_and_no_folder(what, case, words, checkpoint
     if case.get("data"):
         data = tmp_path / "data.txt"
         data.write_bytes(case["data"])
-    out = tmp_path / "model"
+    out = tmp_path / "new" / "folders" / "model"  # created for the output, and removed when nothing is written
     arguments = ["finetune", "--model", str(checkpoint_dirs["all_global"]), "--data", str(data), "--out", str(out),
                  "--steps", "2", "--context", "64", "--threads", "1", *case.get("args", [])]  # fmt: skip
     assert main(arguments) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines
-    assert not out.exists()
+    assert not (tmp_path / "new").exists()
 
 
 def test_bad_input_from_a_real_process_has_no_traceback(checkpoint_dirs, text_file, tmp_path):
