@@ -41,7 +41,7 @@ FLAGS = {
         "threads": "--threads",
     },
     "eval": {"batch_size": "-b/--batch-size", "threads": "--threads"},
-    "finetune": {"threads": "--threads"},
+    "finetune": {"seed": "--seed", "threads": "--threads"},
 }
 
 
@@ -199,7 +199,7 @@ def add_finetune_command(commands) -> None:
     tune.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decay of matrices (default: 0.01)")
     tune.add_argument("--eval-every", type=int, default=0, help="validation loss every N steps (default: start, end)")
     tune.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of the windows (default: 0.1)")
-    tune.add_argument("--overwrite", action="store_true", help="write into --out even if it is not empty")
+    tune.add_argument("--overwrite", action="store_true", help="replace --out even if it is not empty")
 
 
 def in_flags(error: NeoNumpyError, command: str) -> str:

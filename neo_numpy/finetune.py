@@ -9,10 +9,11 @@ training windows, computes the loss and gradients (training.loss_and_grads), cli
 AdamW step with linear warm-up then cosine decay. The result is a checkpoint folder (config.json, model.safetensors,
 tokenizer files) that neo_numpy and transformers both load.
 
-Nothing is lost and nothing half-done is written: every input is checked before the output folder is created; Ctrl-C
-saves the last completed step (an update in progress finishes first, so weights are never half-updated); a loss or
-gradient that is not finite stops training before the update, and nothing is saved; files are written to a temporary
-name and renamed.
+Nothing is lost and nothing half-done is written: every input is checked, and the output folder is created under a
+temporary name beside --out, before the model is loaded; Ctrl-C saves the last completed step (an update in progress
+finishes first, so weights are never half-updated); a training or validation loss, gradient or weight that is not
+finite stops training and nothing is saved; the checkpoint is written whole under the temporary name and renamed to
+--out (with --overwrite, replacing the old folder, which is removed only then).
 """
 
 import contextlib
@@ -27,17 +28,23 @@ import numpy as np
 
 from .errors import InputError, NeoNumpyError
 from .loading import load_model, open_checkpoint
-from .saving import save_checkpoint
+from .paths import kind_of, read_bounded, shown
+from .saving import StagedFolder, save_checkpoint
+from .settings import GenerationSettings
 from .threads import ThreadPlan, blas_threads
 from .training import AdamW, clip_grad_norm, learning_rate, loss_and_grads, named_parameters
 
 INTERRUPTED = 130
 CLIP_NORM = 1.0  # as nanoGPT
+# The largest training text read. 100 MB is about 25 million tokens: more than a NumPy fine-tune gets through in days,
+# while its token stream (Python ints, then int64 windows) already takes a few GB of memory.
+MAX_TEXT_BYTES = 100_000_000
 
 
 def check_settings(args) -> None:
     """Every number on the command line, before anything is read or created."""
     ThreadPlan.choose(args.threads)  # the one check of a threads value (its error names the flag in the CLI)
+    GenerationSettings(seed=args.seed)  # the one check of a seed, the one `generate` makes
     if args.steps < 1:
         raise InputError(f"--steps must be at least 1, got {args.steps}.")
     if args.batch_size < 1:
@@ -61,18 +68,30 @@ def check_settings(args) -> None:
 
 
 def check_output_folder(out: Path, overwrite: bool) -> None:
-    """--out may be absent (created at the end) or an empty folder; a non-empty one needs --overwrite."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file, not a folder.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"--out {out} exists and is not empty; pass --overwrite to write into it.")
+    """--out may be absent or an empty folder; a checkpoint folder (one with a config.json) needs --overwrite and is
+    then replaced whole. Any other non-empty folder is refused: replacing it would delete files that are no model's."""
+    kind = kind_of(out)
+    if kind not in ("missing", "folder"):
+        raise InputError(f"--out {shown(out)} is a {kind}, not a folder.")
+    if kind == "missing":
+        return
+    try:
+        empty = next(out.iterdir(), None) is None
+    except OSError as error:
+        raise InputError(f"--out {shown(out)} could not be listed ({error.strerror or error}).") from None
+    if empty:
+        return
+    if kind_of(out / "config.json") != "file":
+        raise InputError(f"--out {shown(out)} holds files but no config.json, so it is no checkpoint to replace.")
+    if not overwrite:
+        raise InputError(f"--out {shown(out)} holds a checkpoint; pass --overwrite to replace it.")
 
 
 def read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise InputError(f"could not read the training text {path} ({error.strerror or error}).") from None
+    """The training text: a regular UTF-8 file of at most MAX_TEXT_BYTES (a device such as /dev/zero is refused)."""
+    if kind_of(path) == "missing":
+        raise InputError(f"could not read the training text {shown(path)} (it does not exist).")
+    data = read_bounded(path, MAX_TEXT_BYTES, "it is the training text (--data)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -145,13 +164,37 @@ class DeferredInterrupt:
 
 
 def run_finetune(args) -> int:
-    """The finetune subcommand: check everything, train, save. Returns the exit status."""
+    """The finetune subcommand: check everything, train, save. Returns the exit status.
+
+    The output is written into a folder created beside --out before anything is loaded (so an unwritable --out fails
+    at once, not after training) and renamed to --out when complete; on any error it is removed.
+    """
+    check_settings(args)
+    check_output_folder(args.out, args.overwrite)
+    staged = StagedFolder(args.out)
+    try:
+        # a non-finite loss is checked for and stops training, so NumPy's overflow warnings would only repeat it
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return train_and_save(args, staged)
+    finally:
+        staged.discard()
+
+
+def finite_validation(loss, when: str, lr: float):
+    """The validation loss, refused when it is not finite (None: there is no validation set)."""
+    if loss is not None and not math.isfinite(loss):
+        raise NeoNumpyError(
+            f"the validation loss became {loss} {when}; training stopped and nothing was saved. "
+            f"Lower --lr (it is {lr:g})."
+        )
+    return loss
+
+
+def train_and_save(args, staged: StagedFolder) -> int:
     from tqdm.auto import tqdm
 
     from .cli import report
 
-    check_settings(args)
-    check_output_folder(args.out, args.overwrite)
     checkpoint = open_checkpoint(args.model)
     config = checkpoint.config
     if args.context > config.max_position_embeddings:
@@ -170,15 +213,15 @@ def run_finetune(args) -> int:
     rng = np.random.default_rng(args.seed)  # --seed None: fresh entropy, as for sampling
     tokens_per_step = args.batch_size * args.context
 
-    def validate():
-        return mean_loss(model, validation, args.batch_size) if len(validation) else None
+    def validate(when):
+        loss = mean_loss(model, validation, args.batch_size) if len(validation) else None
+        return finite_validation(loss, when, args.lr)
 
-    first_validation = validate()
+    first_validation = validate("before training")
     losses, completed, training_seconds = [], 0, 0.0
     bar = tqdm(total=args.steps, desc="finetune", unit="step", file=sys.stderr, dynamic_ncols=True)
     try:
-        # overflow is checked for (a non-finite loss or norm stops training), so NumPy's warnings would only repeat it
-        with blas_threads(model.threads.prefill), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with blas_threads(model.threads.prefill):
             for step in range(args.steps):
                 started = time.perf_counter()
                 ids = train[rng.integers(0, len(train), size=args.batch_size)]  # [B, T] random training windows
@@ -196,7 +239,7 @@ def run_finetune(args) -> int:
                 losses.append(loss)
                 postfix = f"loss {loss:.3f}, {completed * tokens_per_step / training_seconds:.0f} tok/s"
                 if args.eval_every and completed % args.eval_every == 0 and completed < args.steps and len(validation):
-                    postfix += f", val {validate():.3f}"
+                    postfix += f", val {validate(f'after step {completed}'):.3f}"
                 bar.set_postfix_str(postfix)
                 bar.update(1)
     except KeyboardInterrupt:
@@ -204,12 +247,12 @@ def run_finetune(args) -> int:
         if not completed:
             report("interrupted before the first step finished; nothing was saved.")
             return INTERRUPTED
-        save(model, params, checkpoint, args.out)
+        save(model, params, checkpoint, staged)
         report(f"interrupted: saved the weights after step {completed} of {args.steps} to {args.out}")
         return INTERRUPTED
     bar.close()
-    last_validation = validate()
-    save(model, params, checkpoint, args.out)
+    last_validation = validate(f"after step {completed}")
+    save(model, params, checkpoint, staged)
     rate = completed * tokens_per_step / training_seconds
     summary = (
         f"finetuned {checkpoint.folder.name} for {completed} steps of {args.batch_size} x {args.context} tokens "
@@ -224,9 +267,13 @@ def run_finetune(args) -> int:
     return 0
 
 
-def save(model, params, checkpoint, out: Path) -> None:
-    """The fine-tuned weights (never non-finite ones) with the source's tokenizer files, into `out`."""
+def save(model, params, checkpoint, staged: StagedFolder) -> None:
+    """The fine-tuned weights (never non-finite ones) with the source's tokenizer files, written complete into the
+    staged folder, which then replaces --out."""
     for name, array in params.items():
         if not np.isfinite(array).all():
-            raise NeoNumpyError(f"tensor {name} holds values that are not finite; nothing was saved.")
-    save_checkpoint(out, params, model.config, tokenizer_folder=checkpoint.folder)
+            raise NeoNumpyError(
+                f"tensor {name} holds values that are not finite; nothing was saved. Lower --lr and train again."
+            )
+    save_checkpoint(staged.folder, params, model.config, tokenizer_folder=checkpoint.folder)
+    staged.install()

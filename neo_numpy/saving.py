@@ -7,9 +7,12 @@ tokenizers and huggingface_hub). The format: 8 bytes (little-endian uint64) givi
 then every tensor's bytes, C order, little-endian.
 
 Every file is written under a temporary name in the same folder and renamed when complete, so a crash, a full disk
-or Ctrl-C never leaves half a file where a checkpoint should be.
+or Ctrl-C never leaves half a file where a checkpoint should be. `StagedFolder` does the same for a whole folder: the
+checkpoint is written complete under a temporary name beside its destination, then renamed into place, and the
+folder it replaces is removed only after that, so no file of an older checkpoint survives in the new one.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import NeoNumpyError
+from .paths import kind_of, shown
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 SAFETENSORS_DTYPES = {np.dtype("float32"): "F32", np.dtype("float16"): "F16", np.dtype("float64"): "F64"}
@@ -96,6 +100,67 @@ def save_checkpoint(folder, tensors: dict, config, tokenizer_folder=None, initia
             with _replaced_atomically(folder / name) as file, open(source, "rb") as original:
                 shutil.copyfileobj(original, file)
     return folder
+
+
+class StagedFolder:
+    """A checkpoint folder written whole beside its destination `out`, then put in its place.
+
+    staged = StagedFolder(out)      # creates .<name>.partial-<pid> beside out now: an unwritable place fails early
+    save_checkpoint(staged.folder, ...)
+    staged.install()                # out (if any) -> .<name>.old-<pid>, staged folder -> out, old one removed
+    staged.discard()                # whatever is left of the staged folder (after an error, or Ctrl-C)
+    """
+
+    def __init__(self, out):
+        self.out = Path(os.path.abspath(out))  # absolute and without "..", so the name beside it is well defined
+        if not self.out.name:
+            raise NeoNumpyError(f"{shown(out)} is the root of the file system, not a folder a checkpoint can replace.")
+        self.folder = self.out.with_name(f".{self.out.name}.partial-{os.getpid()}")
+        self.keep = False
+        missing = [folder for folder in self.out.parents if kind_of(folder) == "missing"]
+        self.created = missing[::-1]  # the folders above out this creates, outermost first; discard() removes them
+        parent = kind_of(self.out.parent)
+        if parent not in ("missing", "folder"):
+            where = shown(self.out.parent)
+            raise NeoNumpyError(f"{shown(out)} cannot be created: {where} is a {parent}, not a folder.")
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir()
+        except OSError as error:
+            raise NeoNumpyError(f"could not create a folder beside {shown(out)} ({error.strerror or error}).") from None
+
+    def install(self) -> Path:
+        """Rename the complete staged folder to `out`; a folder already there is moved aside first and removed last."""
+        old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
+        try:
+            if kind_of(self.out) != "missing":
+                os.rename(self.out, old)
+            try:
+                os.rename(self.folder, self.out)
+            except OSError:
+                if kind_of(old) != "missing":
+                    os.rename(old, self.out)  # put the old folder back
+                raise
+        except OSError as error:
+            self.keep = True  # the user's work: discard() leaves it
+            raise NeoNumpyError(
+                f"could not move the new checkpoint to {shown(self.out)} ({error.strerror or error}); "
+                f"it is complete in {shown(self.folder)}."
+            ) from None
+        if old.is_symlink():  # --out was a link to a folder: the link is replaced, the folder it led to is left alone
+            old.unlink()
+        shutil.rmtree(old, ignore_errors=True)
+        self.created = []  # they hold the checkpoint now
+        return self.out
+
+    def discard(self) -> None:
+        """Remove the staged folder (unless it is a complete checkpoint install() could not move) and the folders
+        above --out that were created for it."""
+        if not self.keep:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            for folder in reversed(self.created):  # innermost first; each is empty unless something else wrote there
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 class _replaced_atomically:

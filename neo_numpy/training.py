@@ -32,6 +32,8 @@ from .backward import (
     layer_norm_backward,
     layer_norm_forward,
 )
+from .checkpoint import NeoWeights
+from .config import NeoConfig
 from .errors import InputError
 from .inputs import check_token_ids
 from .reference import visible_keys
@@ -86,6 +88,10 @@ def loss_and_grads(input_ids, weights, config):
     model; float64 weights give float64 gradients). With a tied head the wte gradient holds both the embedding's
     and the head's contributions.
     """
+    if not isinstance(weights, NeoWeights):
+        raise InputError(f"weights must be a model's NeoWeights (model.weights), got {type(weights).__name__}.")
+    if not isinstance(config, NeoConfig):
+        raise InputError(f"config must be a model's NeoConfig (model.config), got {type(config).__name__}.")
     if not isinstance(weights.wte, np.ndarray):
         raise InputError(
             "training runs on NumPy weights only (load the model with backend='numpy'), "

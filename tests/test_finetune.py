@@ -125,17 +125,31 @@ def test_non_finite_loss_stops_with_one_error_and_writes_nothing(checkpoint_dirs
     assert not out.exists()
 
 
-def test_non_empty_out_needs_overwrite(checkpoint_dirs, text_file, tmp_path, capsys):
+def test_a_checkpoint_at_out_needs_overwrite_and_is_then_replaced_whole(checkpoint_dirs, text_file, tmp_path, capsys):
     out = tmp_path / "model"
     out.mkdir()
-    (out / "notes.txt").write_text("keep me")
+    (out / "config.json").write_text("{}")
+    (out / "tokenizer_config.json").write_text('{"from": "another model"}')  # stale: must not survive
     arguments = ["finetune", "--model", str(checkpoint_dirs["all_global"]), "--data", str(text_file), "--out",
                  str(out), "--steps", "1", "--batch-size", "1", "--context", "16", "--threads", "1"]  # fmt: skip
     assert main(arguments) == 1
     assert capsys.readouterr().err.strip().startswith("error: --out")
-    assert [path.name for path in out.iterdir()] == ["notes.txt"]
+    assert sorted(path.name for path in out.iterdir()) == ["config.json", "tokenizer_config.json"]
     assert main([*arguments, "--overwrite"]) == 0
-    assert (out / "model.safetensors").is_file() and (out / "notes.txt").read_text() == "keep me"
+    assert sorted(path.name for path in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]  # no temporary or old folder left
+    neo_numpy.load_model(out)
+
+
+def test_a_folder_of_other_files_is_never_replaced(checkpoint_dirs, text_file, tmp_path, capsys):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    arguments = ["finetune", "--model", str(checkpoint_dirs["all_global"]), "--data", str(text_file), "--out",
+                 str(out), "--steps", "1", "--context", "16", "--threads", "1", "--overwrite"]  # fmt: skip
+    assert main(arguments) == 1
+    assert "no config.json" in capsys.readouterr().err
+    assert [path.name for path in out.iterdir()] == ["notes.txt"]
 
 
 BAD_INPUTS = [  # (what, extra arguments or a data file's bytes, words the message must contain)
@@ -149,6 +163,10 @@ BAD_INPUTS = [  # (what, extra arguments or a data file's bytes, words the messa
     ("negative batch size", {"args": ["--batch-size", "-2"]}, "--batch-size"),
     ("zero learning rate", {"args": ["--lr", "0"]}, "--lr"),
     ("negative learning rate", {"args": ["--lr=-1e-3"]}, "--lr"),
+    ("negative seed", {"args": ["--seed=-1"]}, "--seed must be a non-negative integer"),
+    ("a device as data", {"args": ["--data", "/dev/zero"]}, "/dev/zero is a device, not a file"),
+    ("a folder as data", {"args": ["--data", "/"]}, "/ is a folder, not a file"),
+    ("a data file too large", {"data": b"x" * 101_000_000}, "larger than 100 MB"),
 ]
 
 
@@ -158,13 +176,13 @@ def test_bad_input_is_one_error_line_and_no_folder(what, case, words, checkpoint
     if case.get("data"):
         data = tmp_path / "data.txt"
         data.write_bytes(case["data"])
-    out = tmp_path / "model"
+    out = tmp_path / "new" / "folders" / "model"  # created for the output, and removed when nothing is written
     arguments = ["finetune", "--model", str(checkpoint_dirs["all_global"]), "--data", str(data), "--out", str(out),
                  "--steps", "2", "--context", "64", "--threads", "1", *case.get("args", [])]  # fmt: skip
     assert main(arguments) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], lines
-    assert not out.exists()
+    assert not (tmp_path / "new").exists()
 
 
 def test_bad_input_from_a_real_process_has_no_traceback(checkpoint_dirs, text_file, tmp_path):
@@ -182,3 +200,53 @@ def test_safetensors_writer_reads_back_with_the_safetensors_library(tmp_path):
     loaded = load_file(str(tmp_path / "x.safetensors"))
     assert sorted(loaded) == ["a", "b.bias"] and all(np.array_equal(loaded[k], tensors[k]) for k in tensors)
     assert [path.name for path in tmp_path.iterdir()] == ["x.safetensors"]  # no temporary file left behind
+
+
+def run_refused(arguments):
+    """Run the command in a process: one `error:` line, exit status 1, no traceback, no warning."""
+    result = run([sys.executable, "-m", "neo_numpy", *arguments])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("out", ["/proc/neo_numpy_out", "/sys/neo_numpy_out", "/dev/null/neo_numpy_out"])
+def test_an_out_that_cannot_be_created_fails_before_loading(out, checkpoint_dirs, text_file, tmp_path):
+    model = tmp_path / "no-such-model"  # --out is refused before the model is even looked for
+    line = run_refused(["finetune", "--model", str(model), "--data", str(text_file), "--out", out, "--steps", "1"])
+    assert out in line and "no-such-model" not in line
+    assert not Path(out).exists()
+
+
+def test_an_out_name_too_long_is_one_error(checkpoint_dirs, text_file, tmp_path):
+    out = tmp_path / ("a" * 300)
+    line = run_refused(finetune_command(checkpoint_dirs["all_global"], text_file, out, "--steps", "1")[3:])
+    assert "File name too long" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_validation_loss_that_overflows_stops_with_one_error_and_writes_nothing(checkpoint_dirs, tmp_path):
+    data, out = tmp_path / "text.txt", tmp_path / "model"
+    data.write_text("Hello world. " * 200)
+    arguments = ["finetune", "--model", str(checkpoint_dirs["all_global"]), "--data", str(data), "--out", str(out),
+                 "--steps", "3", "--context", "8", "--batch-size", "2", "--lr", "1e6", "--seed", "0"]  # fmt: skip
+    result = run([sys.executable, "-m", "neo_numpy", *arguments])
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "Warning" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("error: the ") and "Lower --lr" in errors[0], result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["text.txt"]
+
+
+def test_non_finite_weights_are_never_saved(neo_models, tmp_path):
+    from neo_numpy.finetune import save
+    from neo_numpy.saving import StagedFolder
+    from neo_numpy.training import named_parameters
+
+    model = neo_models["all_global"]
+    params = {name: array.copy() for name, array in named_parameters(model.weights).items()}
+    params["transformer.ln_f.bias"][0] = np.inf
+    staged = StagedFolder(tmp_path / "model")
+    with pytest.raises(neo_numpy.NeoNumpyError, match="transformer.ln_f.bias holds values that are not finite"):
+        save(model, params, None, staged)  # refused before anything is read from the checkpoint
+    staged.discard()
+    assert list(tmp_path.iterdir()) == []

@@ -253,3 +253,12 @@ def test_bad_input_is_one_error(ids, message, neo_models):
     model = neo_models["all_global"]
     with pytest.raises(InputError, match=message):
         loss_and_grads(ids, model.weights, model.config)
+
+
+@pytest.mark.parametrize("which", ["weights", "config"])
+@pytest.mark.parametrize("bad", [None, {"wte": 0}, "model"])
+def test_weights_or_config_of_the_wrong_type_is_one_error(which, bad, neo_models):
+    model = neo_models["all_global"]
+    arguments = {"weights": model.weights, "config": model.config, which: bad}
+    with pytest.raises(InputError, match=rf"^{which} must be a model's Neo\w+ \(model\.{which}\), got \w+\.$"):
+        loss_and_grads(np.array([[1, 2, 3]]), arguments["weights"], arguments["config"])
