@@ -22,7 +22,7 @@ from .hub import DEFAULT_MODEL, SHORT_NAMES, missing_from_checkpoint, resolve_mo
 from .loading import load_model, open_checkpoint
 from .settings import GenerationSettings
 from .threads import ThreadPlan
-from .tokenizer import checked_text
+from .tokenizer import checked_text, text_from_bytes
 
 INTERRUPTED = 130  # the conventional exit status after Ctrl-C
 BROKEN_PIPE = 128 + 13  # the status a shell reports for a writer whose reader went away (SIGPIPE is signal 13)
@@ -348,27 +348,22 @@ def read_prompt(source, args, context: int) -> str:
     """The prompt's text, reading at most what `context` positions can hold (never all of /dev/zero)."""
     where = "the prompt" if args.file is None else f"the prompt file {args.file}"
     if isinstance(source, str):
-        text = source
-    else:
-        most = context * LONGEST_TOKEN_BYTES
-        try:
-            data = source.read(most + 1)
-        except OSError as error:
-            raise InputError(f"could not read {where} ({error.strerror or error}).") from None
-        finally:
-            if args.file is not None:
-                source.close()
-        if len(data) > most:
-            raise InputError(
-                f"{where} is longer than {most} bytes, more text than the model's {context}-position context holds."
-            )
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise InputError(f"{where} is not UTF-8 text (byte {error.start} is invalid).") from None
-    if not text.strip():
-        raise InputError(f"{where} is empty.")
-    return checked_text(text)
+        if not source.strip():
+            raise InputError(f"{where} is empty.")
+        return checked_text(source)
+    most = context * LONGEST_TOKEN_BYTES
+    try:
+        data = source.read(most + 1)
+    except OSError as error:
+        raise InputError(f"could not read {where} ({error.strerror or error}).") from None
+    finally:
+        if args.file is not None:
+            source.close()
+    if len(data) > most:
+        raise InputError(
+            f"{where} is longer than {most} bytes, more text than the model's {context}-position context holds."
+        )
+    return checked_text(text_from_bytes(data, where))
 
 
 def run_generate(args) -> int:

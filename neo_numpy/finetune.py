@@ -32,6 +32,7 @@ from .paths import kind_of, read_bounded, shown
 from .saving import StagedFolder, save_checkpoint
 from .settings import GenerationSettings
 from .threads import ThreadPlan, blas_threads
+from .tokenizer import text_from_bytes
 from .training import AdamW, clip_grad_norm, learning_rate, loss_and_grads, named_parameters
 
 INTERRUPTED = 130
@@ -92,13 +93,7 @@ def read_text(path: Path) -> str:
     if kind_of(path) == "missing":
         raise InputError(f"could not read the training text {shown(path)} (it does not exist).")
     data = read_bounded(path, MAX_TEXT_BYTES, "it is the training text (--data)")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise InputError(f"the training text {path} is not UTF-8 (byte {error.start} is invalid).") from None
-    if not text.strip():
-        raise InputError(f"the training text {path} is empty.")
-    return text
+    return text_from_bytes(data, f"the training text {path}")
 
 
 def documents(text: str) -> list:

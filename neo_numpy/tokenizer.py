@@ -86,6 +86,18 @@ class NeoTokenizer:
             )
 
 
+def text_from_bytes(data: bytes, where: str) -> str:
+    """The UTF-8 text in `data` (a prompt file, training text), refused in one sentence naming `where` when it is
+    not UTF-8 or holds nothing but whitespace."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{where} is not UTF-8 text (byte {error.start} is invalid).") from None
+    if not text.strip():
+        raise InputError(f"{where} is empty.")
+    return text
+
+
 def checked_text(text) -> str:
     """`text` itself when it is a str that UTF-8 can encode (a lone surrogate from a mis-decoded argv cannot)."""
     if not isinstance(text, str):
