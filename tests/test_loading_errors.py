@@ -563,16 +563,22 @@ def test_huge_attention_types_are_refused_before_expanding(folder, attention_typ
     assert peak < 10_000_000, f"checking attention_types took {peak} bytes"
 
 
-def test_unreadable_folder(folder, monkeypatch):
-    """A folder the user may not list: Path.is_file() itself raises PermissionError (simulated; tests run as root)."""
+def refuse_stat_inside(locked: Path, monkeypatch) -> None:
+    """Make stat() of anything inside `locked` raise PermissionError, as for a folder without search (x) permission
+    (simulated: the tests run as root, which permissions do not stop)."""
     stat = Path.stat
 
     def refuse_inside(path, *args, **kwargs):
-        if folder in Path(path).parents:
+        if locked in Path(path).parents:
             raise PermissionError(13, "Permission denied", str(path))
         return stat(path, *args, **kwargs)
 
     monkeypatch.setattr(Path, "stat", refuse_inside)
+
+
+def test_unreadable_folder(folder, monkeypatch):
+    """A folder the user may not list: Path.is_file() itself raises PermissionError (simulated; tests run as root)."""
+    refuse_stat_inside(folder, monkeypatch)
     with expect_error(CheckpointError, folder, "Permission denied"):
         neo_numpy.load_model(folder)
     with expect_error(CheckpointError, folder, "Permission denied"):
@@ -611,15 +617,7 @@ def test_name_with_a_nul_character(load, name, folder):
 def test_folder_inside_a_folder_without_search_permission(load, folder, monkeypatch):
     """stat() of anything inside a folder without search (x) permission raises PermissionError (simulated: the
     tests run as root, which permissions do not stop)."""
-    locked = folder.parent
-    stat = Path.stat
-
-    def refuse_inside(path, *args, **kwargs):
-        if locked in Path(path).parents:
-            raise PermissionError(13, "Permission denied", str(path))
-        return stat(path, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "stat", refuse_inside)
+    refuse_stat_inside(folder.parent, monkeypatch)
     with expect_error(CheckpointError, folder, "Permission denied"):
         load(folder)
 
